@@ -1,0 +1,30 @@
+"""Helpers for the CIFAR-10 notebooks: data, transforms, models, training engine, plots, run records.
+
+Notebooks import this package once (`import helpers as h`) and keep their cells to the story.
+"""
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before anything imports albumentations
+
+from . import models, transforms  # noqa: E402
+from .data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, PROJECT_ROOT, Cifar10, DataError,  # noqa: E402
+                   Split, load_cifar10, read_batch, train_val_split, write_synthetic_cifar10)
+from .engine import (EarlyStopping, History, TrainingDiverged, autocast_dtype, device_name,  # noqa: E402
+                     evaluate, fit, load_checkpoint, predict, save_checkpoint, seed_everything, select_device)
+from .loaders import ArrayDataset, make_loader  # noqa: E402
+from .models import count_parameters  # noqa: E402
+from .notebook import describe_run, load_data, report_goal, smoke_mode  # noqa: E402
+from .plots import (plot_confusion_matrix, plot_history, plot_misclassified, plot_per_class_accuracy,  # noqa: E402
+                    plot_samples)
+from .records import save_run_record  # noqa: E402
+from .summary import model_summary  # noqa: E402
+
+__all__ = [
+    "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "PROJECT_ROOT", "Cifar10", "DataError", "Split",
+    "load_cifar10", "read_batch", "train_val_split", "write_synthetic_cifar10",
+    "EarlyStopping", "History", "TrainingDiverged", "autocast_dtype", "device_name", "evaluate", "fit",
+    "load_checkpoint", "predict", "save_checkpoint", "seed_everything", "select_device",
+    "ArrayDataset", "make_loader", "count_parameters", "describe_run", "load_data", "report_goal", "smoke_mode",
+    "plot_confusion_matrix", "plot_history", "plot_misclassified", "plot_per_class_accuracy", "plot_samples",
+    "save_run_record", "model_summary", "models", "transforms",
+]

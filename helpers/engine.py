@@ -1,0 +1,384 @@
+"""Training engine: `fit` with progress bars, history, schedulers, early stopping, checkpoints and resume."""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+METRICS = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "seconds")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def select_device(preferred: str | torch.device | None = None) -> torch.device:
+    """`preferred` if given, else the best available: cuda > mps > cpu."""
+    if preferred not in (None, "", "auto"):
+        return torch.device(preferred)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def device_name(device: torch.device | str) -> str:
+    """A human-readable device name, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu (2 threads)'."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
+    """Mixed-precision dtype for `device`: bf16 where the GPU supports it, else fp16; None (fp32) off CUDA."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+@dataclass
+class History:
+    """Per-epoch metrics: `history["test_acc"]` is a list with one value per epoch (None where not measured)."""
+
+    records: list[dict] = field(default_factory=list)
+
+    def append(self, record: dict) -> None:
+        self.records.append({k: record.get(k) for k in ("epoch", *METRICS)})
+
+    def __getitem__(self, metric: str) -> list:
+        return [r[metric] for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def best(self, metric: str = "test_acc") -> float | None:
+        """Highest value of `metric` over the epochs (None if never measured)."""
+        values = [v for v in self[metric] if v is not None]
+        return max(values) if values else None
+
+    def final(self, metric: str = "test_acc") -> float | None:
+        return self.records[-1][metric] if self.records else None
+
+    def table(self) -> str:
+        """The log as a fixed-width text table (epoch, LR, train/val/test loss and accuracy, seconds)."""
+        cols = ["epoch", *METRICS]
+        present = [c for c in cols if any(r[c] is not None for r in self.records)]
+        fmt = {"epoch": "{:>5d}", "lr": "{:>9.2e}", "seconds": "{:>7.1f}"}
+        lines = ["  ".join(f"{c:>10}" for c in present)]
+        for r in self.records:
+            cells = []
+            for c in present:
+                v = r[c]
+                text = "-" if v is None else fmt.get(c, "{:.4f}").format(v)
+                cells.append(f"{text:>10}")
+            lines.append("  ".join(cells))
+        return "\n".join(lines)
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when `monitor` (a validation metric) has not improved by `min_delta` for `patience` epochs.
+
+    The best weights are kept and, with `restore_best`, loaded back when training ends.
+    """
+
+    patience: int = 5
+    monitor: Literal["val_loss", "val_acc"] = "val_loss"
+    min_delta: float = 0.0
+    restore_best: bool = True
+    best: float | None = None
+    bad_epochs: int = 0
+    best_epoch: int | None = None
+    best_state: dict | None = None
+
+    def improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        if self.monitor.endswith("loss"):
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def update(self, value: float, epoch: int, model: nn.Module) -> bool:
+        """Record this epoch's `value`; returns True when training should stop."""
+        if self.improved(value):
+            self.best, self.bad_epochs, self.best_epoch = value, 0, epoch
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "bad_epochs": self.bad_epochs, "best_epoch": self.best_epoch,
+                "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.bad_epochs = state["best"], state["bad_epochs"]
+        self.best_epoch, self.best_state = state["best_epoch"], state["best_state"]
+
+
+def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool):
+    x = x.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
+def l1_penalty(model: nn.Module) -> torch.Tensor:
+    """Sum of absolute values of all trainable parameters."""
+    return sum(p.abs().sum() for p in model.parameters() if p.requires_grad)
+
+
+def train_epoch(model: nn.Module, loader: Batches, optimizer: torch.optim.Optimizer, loss_fn: Callable,
+                device: torch.device, *, scheduler=None, amp_dtype: torch.dtype | None = None,
+                scaler: torch.amp.GradScaler | None = None, l1_lambda: float = 0.0, channels_last: bool = False,
+                epoch: int = 1, progress: bool | str = True, sync_every: int = 10) -> tuple[float, float]:
+    """One pass over `loader`; steps a per-batch `scheduler` if given. Returns (mean loss, accuracy).
+
+    Raises `TrainingDiverged` naming the epoch and batch when the loss stops being finite.
+    """
+    model.train()
+    total_loss = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    first_bad = torch.full((), -1, device=device, dtype=torch.int64)
+    seen = 0
+    desc = progress if isinstance(progress, str) else f"epoch {epoch}"
+    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch")
+    for batch_index, (x, y) in enumerate(bar, start=1):
+        x, y = _to_device(x, y, device, channels_last)
+        with _autocast(device, amp_dtype):
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        if l1_lambda:
+            loss = loss + l1_lambda * l1_penalty(model)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None and scaler.is_enabled():
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        detached = loss.detach()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached),
+                                torch.full_like(first_bad, batch_index), first_bad)
+        total_loss += detached.double() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if batch_index % sync_every == 0 or batch_index == len(bar):
+            _raise_if_diverged(first_bad, epoch)
+            bar.set_postfix(loss=f"{total_loss.item() / seen:.4f}", acc=f"{correct.item() / seen:.2%}",
+                            lr=f"{current_lr(optimizer):.2e}")
+    _raise_if_diverged(first_bad, epoch)
+    if seen == 0:
+        raise ValueError("the training loader yielded no batches (is the dataset smaller than one batch?)")
+    return total_loss.item() / seen, correct.item() / seen
+
+
+def _raise_if_diverged(first_bad: torch.Tensor, epoch: int) -> None:
+    bad = int(first_bad.item())
+    if bad >= 0:
+        raise TrainingDiverged(f"the loss became NaN or infinite at epoch {epoch}, batch {bad}. "
+                               "Lower the learning rate (or the L1 weight), or check the inputs for NaNs.")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Batches, device: torch.device, loss_fn: Callable | None = None,
+             amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> tuple[float, float]:
+    """Mean loss and accuracy of `model` on `loader` (evaluation mode, no gradients)."""
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y in loader:
+        x, y = _to_device(x, y, device, channels_last)
+        with _autocast(device, amp_dtype):
+            logits = model(x)
+        total_loss += loss_fn(logits.float(), y).item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    return total_loss / seen, correct / seen
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Batches, device: torch.device | None = None,
+            amp_dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run `model` over `loader`: returns (predicted labels, true labels, softmax probabilities) as numpy."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    probs, labels = [], []
+    for x, y in loader:
+        with _autocast(device, amp_dtype):
+            logits = model(x.to(device, non_blocking=True))
+        probs.append(logits.float().softmax(1).cpu())
+        labels.append(y.cpu())
+    p = torch.cat(probs).numpy()
+    return p.argmax(1), torch.cat(labels).numpy(), p
+
+
+def _scheduler_interval(scheduler) -> Literal["batch", "epoch", "plateau"] | None:
+    if scheduler is None:
+        return None
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        return "plateau"
+    if isinstance(scheduler, (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)):
+        return "batch"
+    return "epoch"
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """Write `state` with torch.save atomically: to a temporary file, then renamed over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by `save_checkpoint` (tensors and plain data only: `weights_only=True`)."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _seed_epoch(loader: Batches, seed: int, epoch: int) -> None:
+    """Make epoch `epoch` reproducible whether or not the run was resumed: shuffling, augmentation, dropout."""
+    epoch_seed = seed * 1_000_003 + epoch
+    seed_everything(epoch_seed)
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch, seed)
+        return
+    if getattr(loader, "generator", None) is not None:
+        loader.generator.manual_seed(epoch_seed)
+    dataset = getattr(loader, "dataset", None)
+    if hasattr(dataset, "set_seed") and getattr(loader, "num_workers", 0) == 0:
+        dataset.set_seed(epoch_seed)
+
+
+def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimizer, epochs: int, *,
+        val_loader: Batches | None = None, test_loader: Batches | None = None, scheduler=None,
+        scheduler_interval: Literal["batch", "epoch", "plateau"] | None = None,
+        loss_fn: Callable | None = None, l1_lambda: float = 0.0, early_stopping: EarlyStopping | int | None = None,
+        checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
+        device: torch.device | str | None = None, amp: bool = True, channels_last: bool | None = None,
+        seed: int = 0, progress: bool = True,
+        on_epoch_end: Callable[[int, History], None] | None = None) -> History:
+    """Train `model` for `epochs` epochs and return its `History`.
+
+    - `scheduler`: stepped per batch (OneCycleLR, CyclicLR), on the validation loss (ReduceLROnPlateau) or per
+      epoch (others); `scheduler_interval` overrides the guess.
+    - `early_stopping`: patience (int) or an `EarlyStopping`; it watches the validation set only, never the test set.
+    - `checkpoint_path`: a checkpoint is written atomically after every epoch; with `resume`, an existing one is
+      loaded and training continues where it stopped (a seeded run ends with the same history either way).
+    - Mixed precision on CUDA (`amp`): bf16 where supported, else fp16 with a GradScaler. channels_last on CUDA.
+    """
+    device = select_device(device)
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    interval = scheduler_interval or _scheduler_interval(scheduler)
+    if isinstance(early_stopping, int):
+        early_stopping = EarlyStopping(patience=early_stopping)
+    if (interval == "plateau" or early_stopping is not None) and val_loader is None:
+        raise ValueError("ReduceLROnPlateau and early stopping need a val_loader (they must not watch the test set)")
+    amp_dtype = autocast_dtype(device, amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    history, start = History(), 0
+
+    if checkpoint_path is not None and resume and Path(checkpoint_path).exists():
+        state = load_checkpoint(checkpoint_path, map_location=device)
+        if state["epochs"] != epochs:
+            raise ValueError(f"{checkpoint_path} belongs to a {state['epochs']}-epoch run, not {epochs}: "
+                             "delete it or pass resume=False to start over")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if early_stopping is not None and state["early_stopping"] is not None:
+            early_stopping.load_state_dict(state["early_stopping"])
+        history = History(list(state["history"]))
+        start = state["epoch"]
+        print(f"Resumed from {checkpoint_path} after epoch {start} of {epochs}.")
+
+    epoch_bar = tqdm(range(start + 1, epochs + 1), desc="training", unit="epoch", disable=not progress,
+                     initial=start, total=epochs)
+    for epoch in epoch_bar:
+        _seed_epoch(train_loader, seed, epoch)
+        began = time.perf_counter()
+        lr = current_lr(optimizer)
+        train_loss, train_acc = train_epoch(
+            model, train_loader, optimizer, loss_fn, device, scheduler=scheduler if interval == "batch" else None,
+            amp_dtype=amp_dtype, scaler=scaler, l1_lambda=l1_lambda, channels_last=channels_last,
+            epoch=epoch, progress=f"epoch {epoch}/{epochs}" if progress else False)
+        record = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc}
+        if val_loader is not None:
+            record["val_loss"], record["val_acc"] = evaluate(model, val_loader, device, loss_fn, amp_dtype,
+                                                             channels_last)
+        if test_loader is not None:
+            record["test_loss"], record["test_acc"] = evaluate(model, test_loader, device, loss_fn, amp_dtype,
+                                                               channels_last)
+        if interval == "plateau":
+            scheduler.step(record["val_loss"])
+        elif interval == "epoch":
+            scheduler.step()
+        stop = early_stopping is not None and early_stopping.update(record[early_stopping.monitor], epoch, model)
+        record["seconds"] = time.perf_counter() - began
+        history.append(record)
+        epoch_bar.set_postfix({k: f"{v:.4f}" for k, v in record.items()
+                               if k in ("train_loss", "val_acc", "test_acc") and v is not None})
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, {
+                "epoch": epoch, "epochs": epochs, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": scaler.state_dict(), "history": history.records,
+                "early_stopping": early_stopping.state_dict() if early_stopping is not None else None})
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history)
+        if stop:
+            print(f"Early stopping after epoch {epoch}: {early_stopping.monitor} has not improved for "
+                  f"{early_stopping.patience} epochs (best {early_stopping.best:.4f} at epoch "
+                  f"{early_stopping.best_epoch}).")
+            break
+    epoch_bar.close()
+    if early_stopping is not None and early_stopping.restore_best and early_stopping.best_state is not None:
+        model.load_state_dict(early_stopping.best_state)
+    return history
+
+
+__all__ = ["EarlyStopping", "History", "TrainingDiverged", "autocast_dtype", "device_name", "evaluate", "fit",
+           "l1_penalty", "load_checkpoint", "predict", "save_checkpoint", "seed_everything", "select_device",
+           "train_epoch"]

@@ -1,0 +1,67 @@
+"""Dataset and DataLoader factory for uint8 image arrays with albumentations transforms."""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class ArrayDataset(Dataset):
+    """Images uint8 [N, 32, 32, 3] and labels [N]; `transform` (albumentations) maps an image to a tensor."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None = None) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels, self.transform = images, np.asarray(labels, dtype=np.int64), transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index]
+        if self.transform is None:
+            return torch.from_numpy(image).permute(2, 0, 1).float().div(255), int(self.labels[index])
+        return self.transform(image=image)["image"], int(self.labels[index])
+
+    def set_seed(self, seed: int) -> None:
+        """Seed the transform's random generator (albumentations keeps its own, not numpy's global one)."""
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Give each worker process its own augmentation stream.
+
+    A forked worker inherits the parent's albumentations generator, so without this every worker (and, with
+    non-persistent workers, every epoch) would replay the same augmentations.
+    """
+    info = torch.utils.data.get_worker_info()
+    dataset = info.dataset
+    if hasattr(dataset, "set_seed"):
+        dataset.set_seed(info.seed % 2**32)
+
+
+def default_num_workers(device: torch.device | str) -> int:
+    """Workers for a CPU-side pipeline: several on a GPU machine, none on a CPU-only run (it shares the cores)."""
+    if torch.device(device).type != "cuda":
+        return 0
+    return min(8, os.cpu_count() or 1)
+
+
+def make_loader(images: np.ndarray, labels: np.ndarray, transform: Callable | None, batch_size: int,
+                train: bool, device: torch.device | str = "cpu", num_workers: int | None = None,
+                seed: int = 0) -> DataLoader:
+    """A DataLoader over the arrays: shuffled and dropping the last partial batch when `train`.
+
+    Workers and pin_memory follow the device (CUDA: worker processes and pinned memory; CPU: in-process).
+    """
+    device = torch.device(device)
+    workers = default_num_workers(device) if num_workers is None else num_workers
+    dataset = ArrayDataset(images, labels, transform)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
+                      num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                      worker_init_fn=_seed_worker if workers > 0 else None, generator=generator)

@@ -1,0 +1,9 @@
+"""Model zoo: one file per family, factory functions returning ready-to-train modules for 32x32 inputs."""
+from .resnet import BasicBlock, ResNet, resnet18, resnet34
+
+__all__ = ["BasicBlock", "ResNet", "resnet18", "resnet34", "count_parameters"]
+
+
+def count_parameters(model, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters of `model`."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

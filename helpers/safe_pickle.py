@@ -1,0 +1,51 @@
+"""Load untrusted pickles (CIFAR batch files, Kaggle test sets) without running arbitrary code.
+
+A pickle can name any importable callable and have it called on load. `safe_load` admits only what
+numpy arrays and plain containers need; anything else is refused before it is called.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any, BinaryIO
+
+# (module, name) pairs a pickled numpy array needs, across numpy 1.x and 2.x module layouts.
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("builtins", "bytearray"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("collections", "OrderedDict"),
+    ("_codecs", "encode"),  # how Python 2 pickles of bytes are rebuilt
+}
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The pickle asked for a global that is not on the allow-list; nothing was executed."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise UnsafePickleError(
+            f"refused to load: the pickle asks for '{module}.{name}', which is not needed for numpy arrays "
+            "or plain containers. Nothing was executed. Only load pickles whose origin you trust.")
+
+
+def safe_load(file: BinaryIO | bytes, encoding: str = "latin1") -> Any:
+    """Unpickle `file` (an open binary file or bytes) allowing only numpy arrays and plain containers.
+
+    `encoding="latin1"` reads Python 2 pickles (the original CIFAR-10 batches) as well as Python 3 ones.
+    Raises `UnsafePickleError` for a pickle that would call anything else.
+    """
+    if isinstance(file, (bytes, bytearray)):
+        file = io.BytesIO(file)
+    return _RestrictedUnpickler(file, encoding=encoding).load()
