@@ -20,6 +20,8 @@ _ALLOWED_GLOBALS = {
     ("numpy.core.numeric", "_frombuffer"),
     ("numpy._core.numeric", "_frombuffer"),
     ("builtins", "bytearray"),
+    ("builtins", "bytes"),
+    ("__builtin__", "bytes"),  # Python 2 module name, as protocol-2 pickles of bytes spell it
     ("builtins", "set"),
     ("builtins", "frozenset"),
     ("collections", "OrderedDict"),

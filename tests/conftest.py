@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny CIFAR-format data made in the test, and the real offline copy when present."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import helpers as h
+
+REAL_ROOT = Path(os.environ.get("CIFAR10_ROOT") or h.PROJECT_ROOT / "data")
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A folder holding `cifar-10-batches-py` with 100 train / 40 test synthetic images."""
+    root = tmp_path_factory.mktemp("cifar")
+    h.write_synthetic_cifar10(root, n_train=100, n_test=40)
+    return root
+
+
+@pytest.fixture
+def real_root() -> Path:
+    """The real (offline JPEG-75) CIFAR-10 copy; skips the test when it is absent."""
+    if not (REAL_ROOT / h.data.BATCH_DIR / h.data.TEST_FILE).exists():
+        pytest.skip(f"real CIFAR-10 not found under {REAL_ROOT} (set CIFAR10_ROOT or run "
+                    "python ../shared/data/cifar10_local.py data/)")
+    return REAL_ROOT

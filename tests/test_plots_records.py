@@ -1,0 +1,83 @@
+import json
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+matplotlib.use("Agg")
+
+import helpers as h  # noqa: E402
+from helpers.plots import confusion_matrix, misclassified_indices, per_class_accuracy  # noqa: E402
+
+
+@pytest.fixture
+def history():
+    hist = h.History()
+    for epoch, acc in enumerate([0.5, 0.7, 0.65], start=1):
+        hist.append({"epoch": epoch, "lr": 0.1 / epoch, "train_loss": 1 / epoch, "train_acc": acc,
+                     "test_loss": 1.2 / epoch, "test_acc": acc, "seconds": 2.0})
+    return hist
+
+
+def test_confusion_matrix_and_per_class_accuracy():
+    y_true, y_pred = [0, 0, 1, 1, 2], [0, 1, 1, 1, 0]
+    assert confusion_matrix(y_true, y_pred, 3).tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert per_class_accuracy(y_true, y_pred, 4)[:3].tolist() == [0.5, 1.0, 0.0]
+    assert np.isnan(per_class_accuracy(y_true, y_pred, 4)[3])
+
+
+def test_misclassified_most_confident_first():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]])
+    y_pred, y_true = probs.argmax(1), np.array([0, 0, 0, 1])
+    assert misclassified_indices(y_true, y_pred, probs=probs).tolist() == [1, 3, 2]
+    assert misclassified_indices(y_true, y_pred, n=1).tolist() == [1]
+
+
+def test_history_best_final_and_plot(history):
+    assert history.best("test_acc") == 0.7 and history.final("test_acc") == 0.65
+    assert history.best("val_acc") is None
+    fig = h.plot_history(history)
+    loss_ax, acc_ax, _ = fig.axes
+    assert [line.get_label() for line in acc_ax.get_lines()[:2]] == ["train", "test"]
+    assert np.allclose(acc_ax.get_lines()[1].get_ydata(), [50, 70, 65])  # plotted in percent
+
+
+def test_image_plots_accept_uint8_and_normalized_tensors():
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    tensors = torch.stack([h.transforms.build_transform()(image=im)["image"] for im in images])
+    y_true, y_pred = np.array([0, 1, 2, 3, 4, 5]), np.array([0, 2, 2, 1, 4, 0])
+    classes = h.CIFAR10_CLASSES
+    fig = h.plot_misclassified(tensors, y_true, y_pred, classes)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 3 and shown[0].get_title() == "automobile → bird"
+    assert np.abs(shown[0].images[0].get_array().astype(int) - images[1]).max() <= 1  # de-normalized back
+    assert len([ax for ax in h.plot_samples(images, y_true, classes, n=4).axes if ax.images]) == 4
+    assert h.plot_confusion_matrix(y_true, y_pred, classes) is not None
+    assert h.plot_per_class_accuracy(y_true, y_pred, classes) is not None
+    with pytest.raises(TypeError, match="uint8"):
+        h.plot_samples(images.astype(np.float32), y_true, classes)
+
+
+def test_run_record(tmp_path, history):
+    model = torch.nn.Linear(4, 2)
+    path = h.save_run_record("demo", model, history, data_source="synthetic", device="cpu", wall_seconds=12.345,
+                             results_dir=tmp_path, extra={"note": "x"})
+    record = json.loads(path.read_text())
+    assert record["parameters"] == 10 and record["epochs"] == 3
+    assert record["best_test_acc"] == 0.7 and record["final_test_acc"] == 0.65
+    assert record["device"].startswith("cpu") and record["torch"] == torch.__version__
+    assert record["wall_seconds"] == 12.3 and record["data"] == "synthetic" and record["note"] == "x"
+    assert "git_commit" in record and len(record["history"]) == 3
+
+
+def test_report_goal(history, capsys):
+    assert "NOT met (short by 4.00%)" in h.report_goal(history, goal=0.74)
+    assert "MET first at epoch 2" in h.report_goal(history, goal=0.7, max_epochs=3)
+    assert "NOT met" in h.report_goal(history, goal=0.7, max_epochs=1)
+
+
+def test_model_summary_prints_table_and_counts(capsys):
+    assert h.model_summary(h.models.resnet18()) == 11_173_962
+    out = capsys.readouterr().out
+    assert "Conv2d-1" in out and "11,173,962" in out
