@@ -291,7 +291,7 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
         loss_fn: Callable | None = None, l1_lambda: float = 0.0, early_stopping: EarlyStopping | int | None = None,
         checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
         device: torch.device | str | None = None, amp: bool = True, channels_last: bool | None = None,
-        seed: int = 0, progress: bool = True,
+        seed: int = 0, progress: bool = True, compile: bool = False,
         on_epoch_end: Callable[[int, History], None] | None = None) -> History:
     """Train `model` for `epochs` epochs and return its `History`.
 
@@ -301,6 +301,8 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
     - `checkpoint_path`: a checkpoint is written atomically after every epoch; with `resume`, an existing one is
       loaded and training continues where it stopped (a seeded run ends with the same history either way).
     - Mixed precision on CUDA (`amp`): bf16 where supported, else fp16 with a GradScaler. channels_last on CUDA.
+    - `compile`: run the forward passes through `torch.compile(model)` (the first epoch pays the compilation);
+      `model` itself is trained in place and checkpoints keep its plain state_dict keys.
     """
     device = select_device(device)
     if channels_last is None:
@@ -308,6 +310,7 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    forward_model = torch.compile(model) if compile else model  # shares model's parameters and buffers
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     interval = scheduler_interval or _scheduler_interval(scheduler)
     if isinstance(early_stopping, int):
@@ -341,16 +344,17 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
         began = time.perf_counter()
         lr = current_lr(optimizer)
         train_loss, train_acc = train_epoch(
-            model, train_loader, optimizer, loss_fn, device, scheduler=scheduler if interval == "batch" else None,
-            amp_dtype=amp_dtype, scaler=scaler, l1_lambda=l1_lambda, channels_last=channels_last,
-            epoch=epoch, progress=f"epoch {epoch}/{epochs}" if progress else False)
+            forward_model, train_loader, optimizer, loss_fn, device,
+            scheduler=scheduler if interval == "batch" else None, amp_dtype=amp_dtype, scaler=scaler,
+            l1_lambda=l1_lambda, channels_last=channels_last, epoch=epoch,
+            progress=f"epoch {epoch}/{epochs}" if progress else False)
         record = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc}
         if val_loader is not None:
-            record["val_loss"], record["val_acc"] = evaluate(model, val_loader, device, loss_fn, amp_dtype,
-                                                             channels_last)
+            record["val_loss"], record["val_acc"] = evaluate(forward_model, val_loader, device, loss_fn,
+                                                             amp_dtype, channels_last)
         if test_loader is not None:
-            record["test_loss"], record["test_acc"] = evaluate(model, test_loader, device, loss_fn, amp_dtype,
-                                                               channels_last)
+            record["test_loss"], record["test_acc"] = evaluate(forward_model, test_loader, device, loss_fn,
+                                                               amp_dtype, channels_last)
         if interval == "plateau":
             scheduler.step(record["val_loss"])
         elif interval == "epoch":

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from .gpu_loader import NO_AUGMENTATION, CropFlipCutout, GpuLoader
+
+Backend = Literal["auto", "gpu", "albumentations"]
 
 
 class ArrayDataset(Dataset):
@@ -65,3 +69,34 @@ def make_loader(images: np.ndarray, labels: np.ndarray, transform: Callable | No
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
                       num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
                       worker_init_fn=_seed_worker if workers > 0 else None, generator=generator)
+
+
+def resolve_backend(backend: Backend, device: torch.device | str) -> Literal["gpu", "albumentations"]:
+    """'auto' means the GPU-resident loader on CUDA and the albumentations DataLoader anywhere else."""
+    if backend == "auto":
+        return "gpu" if torch.device(device).type == "cuda" else "albumentations"
+    if backend not in ("gpu", "albumentations"):
+        raise ValueError(f"backend must be 'auto', 'gpu' or 'albumentations', not {backend!r}")
+    return backend
+
+
+def make_crop_flip_loader(images: np.ndarray, labels: np.ndarray, augment: CropFlipCutout | None,
+                          batch_size: int, train: bool, device: torch.device | str = "cpu",
+                          backend: Backend = "auto", seed: int = 0) -> DataLoader | GpuLoader:
+    """The one switch between pipelines: the same augmentation (`augment`; None: none) on either backend.
+
+    backend "gpu": `GpuLoader` (whole uint8 dataset on `device`, batched tensor augmentation); "albumentations":
+    `make_loader` with `augment.albumentations()`; "auto": "gpu" on CUDA, else "albumentations". Both yield
+    normalized float batches [B, 3, 32, 32] and int64 labels, shuffle and drop the last partial batch when `train`.
+    """
+    augment = augment if train else None
+    if resolve_backend(backend, device) == "gpu":
+        return GpuLoader(images, labels, batch_size, train=train, device=device, augment=augment, seed=seed)
+    transform = (augment or NO_AUGMENTATION).albumentations()
+    return make_loader(images, labels, transform, batch_size, train=train, device=device, seed=seed)
+
+
+def make_eval_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device | str = "cpu",
+                     backend: Backend = "auto") -> DataLoader | GpuLoader:
+    """Validation/test batches in dataset order, normalized, no augmentation, on the chosen backend."""
+    return make_crop_flip_loader(images, labels, None, batch_size, train=False, device=device, backend=backend)

@@ -1,0 +1,38 @@
+"""helpers.bench: a tiny CPU run end to end, and the airbench data files."""
+from __future__ import annotations
+
+import torch
+
+import helpers as h
+from helpers import bench
+
+
+def test_bench_runs_on_cpu_and_writes_the_markdown_table(synthetic_root, tmp_path):
+    out = tmp_path / "bench.md"
+    report = bench.main(["--device", "cpu", "--data-root", str(synthetic_root), "--images", "64",
+                         "--batch-size", "16", "--steps", "1", "--data-steps", "2", "--repeats", "1",
+                         "--warmup", "0", "--out", str(out)])
+    assert out.read_text() == report
+    for path in ("(a) torchvision DataLoader", "(b) albumentations DataLoader", "(c) GpuLoader"):
+        row = next(line for line in report.splitlines() if line.startswith(f"| {path} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[1].replace(",", "")) > 0 and float(cells[3].replace(",", "")) > 0
+    assert str(synthetic_root) in report and "torch " in report and "cpu" in report
+    assert "airbench94: skipped (it needs a CUDA GPU" in report
+
+
+def test_data_only_mode_skips_the_model(synthetic_root, tmp_path):
+    report = bench.main(["--device", "cpu", "--data-root", str(synthetic_root), "--images", "64",
+                         "--batch-size", "16", "--data-steps", "2", "--repeats", "1", "--warmup", "0",
+                         "--data-only", "--no-airbench", "--out", str(tmp_path / "b.md")])
+    assert "| (c) GpuLoader |" in report and "| - | - |" in report
+
+
+def test_airbench_data_files_have_its_cifar_loader_format(synthetic_root, tmp_path):
+    data = h.load_cifar10(synthetic_root)
+    folder = bench.write_airbench_data(data, tmp_path / "cifar10")
+    train = torch.load(folder / "train.pt", weights_only=True)  # airbench's torch.load must accept them
+    test = torch.load(folder / "test.pt", weights_only=True)
+    assert train["images"].dtype == torch.uint8 and train["images"].shape == (100, 32, 32, 3)
+    assert train["labels"].dtype == torch.int64 and train["classes"] == list(data.classes)
+    assert torch.equal(test["images"], torch.from_numpy(data.test_images))
