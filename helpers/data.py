@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .safe_pickle import UnsafePickleError, safe_load
+from .safe_pickle import load_dict, safe_load
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -101,22 +101,11 @@ def default_root(root: str | os.PathLike | None = None) -> Path:
 def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR-10 batch file into (images uint8 [N, 32, 32, 3], labels int64 [N]).
 
-    Raises `DataError` naming the file if it is truncated, corrupt or of the wrong shape.
+    Raises `DataError` naming the file if it is truncated, corrupt or of the wrong shape, and `UnsafePickleError`
+    (before anything runs) if it is a pickle that would call more than numpy needs.
     """
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            batch = safe_load(f)
-    except UnsafePickleError as err:
-        raise DataError(f"{path}: {err}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
-        raise DataError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}). "
-                        "Delete it and write or download the dataset again.") from None
-    if not isinstance(batch, dict):
-        raise DataError(f"{path}: expected a pickled dict with 'data' and 'labels', got {type(batch).__name__}")
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
-    if "data" not in batch or "labels" not in batch:
-        raise DataError(f"{path}: expected keys 'data' and 'labels', found {sorted(batch)}")
+    batch = load_dict(path, ("data", "labels"), DataError,
+                      hint="Delete it and write or download the dataset again.")
     data = np.asarray(batch["data"])
     labels = np.asarray(batch["labels"], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:

@@ -6,8 +6,10 @@ numpy arrays and plain containers need; anything else is refused before it is ca
 from __future__ import annotations
 
 import io
+import os
 import pickle
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO, Sequence
 
 # (module, name) pairs a pickled numpy array needs, across numpy 1.x and 2.x module layouts.
 _ALLOWED_GLOBALS = {
@@ -51,3 +53,28 @@ def safe_load(file: BinaryIO | bytes, encoding: str = "latin1") -> Any:
     if isinstance(file, (bytes, bytearray)):
         file = io.BytesIO(file)
     return _RestrictedUnpickler(file, encoding=encoding).load()
+
+
+def load_dict(path: str | os.PathLike, required: Sequence[str], error: type[Exception] = ValueError,
+              hint: str = "") -> dict[str, Any]:
+    """Safely unpickle the dict in file `path`, with bytes keys decoded to str, holding at least `required` keys.
+
+    A pickle that would run code raises `UnsafePickleError`; a truncated or corrupt file, a non-dict or missing keys
+    raise `error` with a message naming the file (and ending with `hint`).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            content = safe_load(f)
+    except UnsafePickleError as err:
+        raise UnsafePickleError(f"{path}: {err}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
+        raise error(f"{path} is truncated or corrupt ({type(err).__name__}: {err}). {hint}".rstrip()) from None
+    if not isinstance(content, dict):
+        raise error(f"{path}: expected a pickled dict with keys {', '.join(required)}, got {type(content).__name__}")
+    content = {k.decode() if isinstance(k, bytes) else k: v for k, v in content.items()}
+    missing = [key for key in required if key not in content]
+    if missing:
+        raise error(f"{path}: missing {', '.join(missing)}; expected keys {', '.join(required)}, "
+                    f"found {sorted(map(str, content))}")
+    return content

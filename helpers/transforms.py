@@ -6,6 +6,7 @@ is checked by a test that it does what it says).
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks PyPI for updates on import
 
@@ -36,7 +37,8 @@ def horizontal_flip(p: float = 0.5) -> A.HorizontalFlip:
 def cutout(size: int = 8, fill: tuple[int, ...] | int = MEAN_PIXEL, p: float = 0.5) -> A.CoarseDropout:
     """One `size` x `size` hole filled with `fill` (default: the dataset mean) with probability `p`.
 
-    The hole may overlap the border (then fewer pixels change), as in DeVries & Taylor's Cutout.
+    albumentations 2.x places the hole entirely inside the image (top-left corner uniform), so it always changes
+    `size` x `size` pixels; DeVries & Taylor's Cutout centres it anywhere and lets it overlap the border.
     """
     return A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(size, size),
                            hole_width_range=(size, size), fill=fill, p=p)
@@ -77,3 +79,39 @@ def denormalize(images: torch.Tensor, mean: tuple[float, ...] = CIFAR10_MEAN,
     x = x * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
     x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
     return x.movedim(-3, -1).numpy()
+
+
+class TorchvisionTransform:
+    """Wrap a torchvision.transforms.v2 pipeline in albumentations' call convention, for `ArrayDataset`:
+    `transform(image=uint8 HWC array)["image"]` is the pipeline applied to the image as a uint8 CHW tensor.
+
+    Its randomness comes from torch's generator, which `fit` seeds per epoch and DataLoader seeds per worker.
+    """
+
+    def __init__(self, pipeline: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.pipeline = pipeline
+
+    def __call__(self, *, image: np.ndarray) -> dict[str, torch.Tensor]:
+        chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        return {"image": self.pipeline(chw)}
+
+    def __repr__(self) -> str:
+        return f"TorchvisionTransform({self.pipeline!r})"
+
+
+def randaugment_transform(num_ops: int = 2, magnitude: int = 9, erasing_p: float = 0.25, padding: int = 4,
+                          mean: tuple[float, ...] = CIFAR10_MEAN,
+                          std: tuple[float, ...] = CIFAR10_STD) -> TorchvisionTransform:
+    """Random crop (pad `padding`) + flip + RandAugment(`num_ops`, `magnitude`) + normalization + RandomErasing
+    (probability `erasing_p`, erased pixels set to 0 = the dataset mean), with torchvision v2 (albumentations has
+    no RandAugment). Outputs match `build_transform()`'s normalization exactly."""
+    from torchvision.transforms import v2  # imported here: `import helpers` stays free of torchvision's cost
+
+    return TorchvisionTransform(v2.Compose([
+        v2.RandomCrop(32, padding=padding),
+        v2.RandomHorizontalFlip(),
+        v2.RandAugment(num_ops=num_ops, magnitude=magnitude),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean, std),
+        v2.RandomErasing(p=erasing_p, value=0),
+    ]))

@@ -5,6 +5,7 @@ import pytest
 
 import helpers as h
 from helpers.data import BATCH_DIR, read_batch, write_cifar_batch
+from helpers.safe_pickle import UnsafePickleError
 
 
 def test_reads_standard_batches_as_hwc_uint8(synthetic_root):
@@ -81,7 +82,7 @@ def test_batch_file_cannot_run_code(tmp_path):
 
     with open(tmp_path / "b", "wb") as f:
         pickle.dump({b"data": Exploit(), b"labels": []}, f)
-    with pytest.raises(h.DataError, match="builtins.print"):
+    with pytest.raises(UnsafePickleError, match="b.*refused to load.*builtins.print.*Nothing was executed"):
         read_batch(tmp_path / "b")
 
 
