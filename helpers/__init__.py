@@ -11,12 +11,14 @@ from .data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, PROJECT_ROOT, Cif
                    Split, load_cifar10, read_batch, train_val_split, write_synthetic_cifar10)
 from .engine import (EarlyStopping, History, TrainingDiverged, autocast_dtype, device_name,  # noqa: E402
                      evaluate, fit, load_checkpoint, predict, save_checkpoint, seed_everything, select_device)
-from .loaders import ArrayDataset, make_loader  # noqa: E402
+from .gpu_loader import CropFlipCutout, GpuLoader  # noqa: E402
+from .loaders import ArrayDataset, make_crop_flip_loader, make_eval_loader, make_loader  # noqa: E402
 from .models import count_parameters  # noqa: E402
 from .notebook import describe_run, load_data, report_goal, smoke_mode  # noqa: E402
 from .plots import (plot_confusion_matrix, plot_history, plot_misclassified, plot_per_class_accuracy,  # noqa: E402
                     plot_samples)
 from .records import save_run_record  # noqa: E402
+from .schedules import linear_one_cycle, plot_lr_schedule, warmup_cosine  # noqa: E402
 from .summary import model_summary  # noqa: E402
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "EarlyStopping", "History", "TrainingDiverged", "autocast_dtype", "device_name", "evaluate", "fit",
     "load_checkpoint", "predict", "save_checkpoint", "seed_everything", "select_device",
     "ArrayDataset", "make_loader", "count_parameters", "describe_run", "load_data", "report_goal", "smoke_mode",
+    "CropFlipCutout", "GpuLoader", "make_crop_flip_loader", "make_eval_loader",
     "plot_confusion_matrix", "plot_history", "plot_misclassified", "plot_per_class_accuracy", "plot_samples",
-    "save_run_record", "model_summary", "models", "transforms",
+    "save_run_record", "model_summary", "models", "transforms", "linear_one_cycle", "plot_lr_schedule",
+    "warmup_cosine",
 ]

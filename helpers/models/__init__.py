@@ -1,8 +1,10 @@
 """Model zoo: one file per family, factory functions returning ready-to-train modules for 32x32 inputs."""
-from .resnet import BasicBlock, ResNet, resnet18, resnet34
+from .resnet import BasicBlock, ResNet, resnet18, resnet34, resnet_kaggle
+from .lightnet import LightNet, lightnet
 from .resnet9 import ResNet9, resnet9
 
-__all__ = ["BasicBlock", "ResNet", "ResNet9", "count_parameters", "resnet18", "resnet34", "resnet9"]
+__all__ = ["BasicBlock", "LightNet", "ResNet", "ResNet9", "count_parameters", "resnet18", "resnet34", "resnet9",
+           "resnet_kaggle", "lightnet"]
 
 
 def count_parameters(model, trainable_only: bool = True) -> int:
