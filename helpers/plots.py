@@ -5,6 +5,7 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 import torch
 
 from .engine import History
@@ -62,10 +63,11 @@ def plot_history(history: History, title: str | None = None) -> plt.Figure:
         ax_acc.annotate(f"best test {best:.2%}", (epochs[0], best * 100), va="bottom", fontsize=8)
     ax_lr.plot(epochs, history["lr"], marker=".")
     ax_lr.set(xlabel="epoch", ylabel="learning rate (epoch start)", title="Learning rate")
-    for ax in (ax_loss, ax_acc):
-        ax.legend()
+    for ax in (ax_loss, ax_acc, ax_lr):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
         ax.grid(alpha=0.3)
-    ax_lr.grid(alpha=0.3)
+    ax_loss.legend()
+    ax_acc.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
