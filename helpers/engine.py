@@ -168,7 +168,7 @@ def train_epoch(model: nn.Module, loader: Batches, optimizer: torch.optim.Optimi
     Raises `TrainingDiverged` naming the epoch and batch when the loss stops being finite.
     """
     model.train()
-    total_loss = torch.zeros((), device=device, dtype=torch.float64)
+    total_loss = torch.zeros((), device=device, dtype=torch.float32 if device.type == "mps" else torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     first_bad = torch.full((), -1, device=device, dtype=torch.int64)
     seen = 0
@@ -194,7 +194,7 @@ def train_epoch(model: nn.Module, loader: Batches, optimizer: torch.optim.Optimi
         detached = loss.detach()
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached),
                                 torch.full_like(first_bad, batch_index), first_bad)
-        total_loss += detached.double() * len(y)
+        total_loss += detached.to(total_loss.dtype) * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
         if batch_index % sync_every == 0 or batch_index == len(bar):

@@ -81,3 +81,10 @@ def test_model_summary_prints_table_and_counts(capsys):
     assert h.model_summary(h.models.resnet18()) == 11_173_962
     out = capsys.readouterr().out
     assert "Conv2d-1" in out and "11,173,962" in out
+
+
+def test_model_summary_leaves_batchnorm_statistics_alone(capsys):
+    model = h.models.resnet9()
+    before = model.prep[1].running_mean.clone()
+    h.model_summary(model)
+    assert torch.equal(model.prep[1].running_mean, before) and model.training
