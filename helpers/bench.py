@@ -25,7 +25,6 @@ On a CPU keep the sizes small, e.g. `python -m helpers.bench --images 2048 --out
 from __future__ import annotations
 
 import argparse
-import contextlib
 import glob
 import json
 import os
@@ -44,13 +43,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import models
 from .data import CIFAR10_MEAN, CIFAR10_STD, PROJECT_ROOT, Cifar10, load_cifar10
-from .engine import autocast_dtype, device_name, select_device
+from .engine import autocast, autocast_dtype, device_name, select_device, to_device
 from .gpu_loader import CropFlipCutout, GpuLoader
 from .loaders import default_num_workers, make_loader
 
 AUGMENT = CropFlipCutout(crop_padding=4, flip=True)  # what all three paths do
-MODELS: dict[str, Callable[[], nn.Module]] = {"resnet9": models.resnet9, "resnet18": models.resnet18,
-                                              "resnet34": models.resnet34}
 
 
 class TorchvisionDataset(Dataset):
@@ -92,13 +89,6 @@ def endless(loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches from `loader`, epoch after epoch."""
     while True:
         yield from loader
-
-
-def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool):
-    x = x.to(device, non_blocking=True)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, y.to(device, non_blocking=True)
 
 
 def median_seconds(step: Callable[[], None], steps: int, repeats: int, warmup: int, device: torch.device) -> float:
@@ -157,9 +147,7 @@ def train_throughput(make_model: Callable[[], nn.Module], loader, batch_size: in
 
     def step() -> None:
         x, y = to_device(*next(batches), device, channels_last)
-        autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
-                    else contextlib.nullcontext())
-        with autocast:
+        with autocast(device, amp_dtype):
             loss = loss_fn(forward(x), y)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -255,7 +243,7 @@ def airbench_section(data: Cifar10, device: torch.device) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: best available)")
-    parser.add_argument("--model", default="resnet9", choices=sorted(MODELS))
+    parser.add_argument("--model", default="resnet9", choices=sorted(models.FACTORIES))
     parser.add_argument("--images", type=int, default=None,
                         help="training images to use (default: all on CUDA, 2048 elsewhere)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 512 on CUDA, 64 elsewhere")
@@ -294,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     for path, loader in loaders.items():
         data_rate = data_throughput(loader, batch_size, device, data_steps, args.repeats, warmup)
         train_rate = None if args.data_only else train_throughput(
-            MODELS[args.model], loader, batch_size, device, steps, args.repeats, warmup, args.compile)
+            models.FACTORIES[args.model], loader, batch_size, device, steps, args.repeats, warmup, args.compile)
         rows.append(Measurement(path, data_rate, train_rate))
         print(f"{path}: data {data_rate:,.0f} images/s" + ("" if train_rate is None else
                                                             f", training {train_rate:,.0f} images/s"), flush=True)

@@ -57,7 +57,8 @@ def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | 
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """torch.autocast to `dtype` on `device`, or nothing when `dtype` is None (fp32)."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -147,7 +148,8 @@ class EarlyStopping:
         self.best_epoch, self.best_state = state["best_epoch"], state["best_state"]
 
 
-def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool):
+def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool = False):
+    """A batch moved to `device` (without blocking), images in channels_last memory format if asked."""
     x = x.to(device, non_blocking=True)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -175,8 +177,8 @@ def train_epoch(model: nn.Module, loader: Batches, optimizer: torch.optim.Optimi
     desc = progress if isinstance(progress, str) else f"epoch {epoch}"
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch")
     for batch_index, (x, y) in enumerate(bar, start=1):
-        x, y = _to_device(x, y, device, channels_last)
-        with _autocast(device, amp_dtype):
+        x, y = to_device(x, y, device, channels_last)
+        with autocast(device, amp_dtype):
             logits = model(x)
             loss = loss_fn(logits, y)
         if l1_lambda:
@@ -222,8 +224,8 @@ def evaluate(model: nn.Module, loader: Batches, device: torch.device, loss_fn: C
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
     for x, y in loader:
-        x, y = _to_device(x, y, device, channels_last)
-        with _autocast(device, amp_dtype):
+        x, y = to_device(x, y, device, channels_last)
+        with autocast(device, amp_dtype):
             logits = model(x)
         total_loss += loss_fn(logits.float(), y).item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
@@ -233,15 +235,22 @@ def evaluate(model: nn.Module, loader: Batches, device: torch.device, loss_fn: C
 
 @torch.no_grad()
 def predict(model: nn.Module, loader: Batches, device: torch.device | None = None,
-            amp_dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run `model` over `loader`: returns (predicted labels, true labels, softmax probabilities) as numpy."""
+            amp_dtype: torch.dtype | None = None, flip_tta: bool = False
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run `model` over `loader`: returns (predicted labels, true labels, softmax probabilities) as numpy.
+
+    With `flip_tta`, the probabilities are the average over each image and its horizontal mirror.
+    """
     device = device or next(model.parameters()).device
     model.eval()
     probs, labels = [], []
     for x, y in loader:
-        with _autocast(device, amp_dtype):
-            logits = model(x.to(device, non_blocking=True))
-        probs.append(logits.float().softmax(1).cpu())
+        x = x.to(device, non_blocking=True)
+        with autocast(device, amp_dtype):
+            p = model(x).float().softmax(1)
+            if flip_tta:
+                p = (p + model(x.flip(-1)).float().softmax(1)) / 2
+        probs.append(p.cpu())
         labels.append(y.cpu())
     p = torch.cat(probs).numpy()
     return p.argmax(1), torch.cat(labels).numpy(), p
@@ -383,6 +392,6 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
     return history
 
 
-__all__ = ["EarlyStopping", "History", "TrainingDiverged", "autocast_dtype", "device_name", "evaluate", "fit",
+__all__ = ["EarlyStopping", "History", "TrainingDiverged", "autocast", "autocast_dtype", "device_name", "evaluate", "fit",
            "l1_penalty", "load_checkpoint", "predict", "save_checkpoint", "seed_everything", "select_device",
-           "train_epoch"]
+           "to_device", "train_epoch"]

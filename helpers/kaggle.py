@@ -25,17 +25,16 @@ import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from . import models
 from .data import CIFAR10_CLASSES
-from .engine import load_checkpoint, save_checkpoint, select_device
-from .loaders import ArrayDataset
+from .engine import load_checkpoint, predict, save_checkpoint, select_device
+from .loaders import make_loader
 from .safe_pickle import UnsafePickleError, load_dict
 from .transforms import build_transform
 
@@ -99,17 +98,10 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def model_factories() -> dict[str, Callable[..., nn.Module]]:
-    """The model factories a checkpoint may name: the lower-case functions exported by `helpers.models`."""
-    return {name: getattr(models, name) for name in models.__all__
-            if name.islower() and name != "count_parameters"}
-
-
 def _factory(name: str):
-    factories = model_factories()
-    if name not in factories:
-        raise KaggleInputError(f"unknown model '{name}'; known: {', '.join(sorted(factories))}")
-    return factories[name]
+    if name not in models.FACTORIES:
+        raise KaggleInputError(f"unknown model '{name}'; known: {', '.join(sorted(models.FACTORIES))}")
+    return models.FACTORIES[name]
 
 
 def export_model(path: str | os.PathLike, model: nn.Module, model_name: str, num_classes: int = 10) -> Path:
@@ -155,7 +147,6 @@ def load_model(path: str | os.PathLike, model_name: str | None = None) -> tuple[
     return model.eval(), model_name
 
 
-@torch.no_grad()
 def predict_probabilities(model: nn.Module, images: np.ndarray, device: torch.device | str | None = None,
                           batch_size: int = 500, tta: bool = False) -> np.ndarray:
     """Softmax probabilities [N, classes] for uint8 HWC `images` (normalized as in training, fp32).
@@ -163,16 +154,9 @@ def predict_probabilities(model: nn.Module, images: np.ndarray, device: torch.de
     With `tta`, the average of the probabilities of each image and of its horizontal mirror.
     """
     device = select_device(device)
-    model = model.to(device).eval()
-    dataset = ArrayDataset(images, np.zeros(len(images), dtype=np.int64), build_transform())
-    probs = []
-    for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        x = x.to(device)
-        p = model(x).float().softmax(1)
-        if tta:
-            p = (p + model(x.flip(-1)).float().softmax(1)) / 2
-        probs.append(p.cpu())
-    return torch.cat(probs).numpy()
+    loader = make_loader(images, np.zeros(len(images), dtype=np.int64), build_transform(), batch_size,
+                         train=False, device=device, num_workers=0)
+    return predict(model.to(device), loader, device, flip_tta=tta)[2]
 
 
 def write_submission(path: str | os.PathLike, ids: Sequence, labels: Sequence[int]) -> Path:
@@ -215,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="exported model (export_model) or fit() checkpoint with --model")
     parser.add_argument("input", help="unlabeled pickle {b'data': images, b'ids': ids}")
     parser.add_argument("-o", "--output", default="submission.csv", help="CSV to write (default: submission.csv)")
-    parser.add_argument("--model", choices=sorted(model_factories()),
+    parser.add_argument("--model", choices=sorted(models.FACTORIES),
                         help="architecture (needed for a fit() checkpoint; overrides an exported one's name)")
     parser.add_argument("--tta", action="store_true", help="average predictions with the mirrored image")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
