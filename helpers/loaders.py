@@ -61,10 +61,14 @@ def make_loader(images: np.ndarray, labels: np.ndarray, transform: Callable | No
     """A DataLoader over the arrays: shuffled and dropping the last partial batch when `train`.
 
     Workers and pin_memory follow the device (CUDA: worker processes and pinned memory; CPU: in-process).
+    Every random stream starts from `seed`: the shuffling and the augmentation (albumentations keeps a generator
+    of its own, which nothing else seeds), so the batches drawn before `fit` (an augmentation preview, an LR range
+    test) are the same in every run with the same seed.
     """
     device = torch.device(device)
     workers = default_num_workers(device) if num_workers is None else num_workers
     dataset = ArrayDataset(images, labels, transform)
+    dataset.set_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
                       num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
