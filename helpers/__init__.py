@@ -8,7 +8,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before anything import
 
 from . import models, transforms  # noqa: E402
 from .data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, PROJECT_ROOT, Cifar10, DataError,  # noqa: E402
-                   Split, load_cifar10, read_batch, train_val_split, write_synthetic_cifar10)
+                   Split, load_cifar10, read_batch, synthetic_cifar10, train_val_split,
+                   write_synthetic_cifar10)
 from .engine import (EarlyStopping, History, TrainingDiverged, autocast_dtype, device_name,  # noqa: E402
                      evaluate, fit, load_checkpoint, predict, save_checkpoint, seed_everything, select_device)
 from .gpu_loader import CropFlipCutout, GpuLoader  # noqa: E402
@@ -23,7 +24,7 @@ from .summary import model_summary  # noqa: E402
 
 __all__ = [
     "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "PROJECT_ROOT", "Cifar10", "DataError", "Split",
-    "load_cifar10", "read_batch", "train_val_split", "write_synthetic_cifar10",
+    "load_cifar10", "read_batch", "synthetic_cifar10", "train_val_split", "write_synthetic_cifar10",
     "EarlyStopping", "History", "TrainingDiverged", "autocast_dtype", "device_name", "evaluate", "fit",
     "load_checkpoint", "predict", "save_checkpoint", "seed_everything", "select_device",
     "ArrayDataset", "make_loader", "count_parameters", "describe_run", "load_data", "report_goal", "smoke_mode",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -157,19 +158,16 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True,
                  synthetic_if_missing: bool = False) -> Cifar10:
     """Load CIFAR-10 from `root/cifar-10-batches-py` (root: argument, `$CIFAR10_ROOT`, or `data/`).
 
-    Missing data is downloaded with torchvision when `download` is true. With `synthetic_if_missing` (smoke runs),
-    a tiny generated dataset in the same format is written and read instead, through the same reader.
+    Missing data is downloaded with torchvision when `download` is true. With `synthetic_if_missing` (the
+    benchmark), `synthetic_cifar10()` stands in for it instead.
     """
     root = default_root(root)
     folder = root / BATCH_DIR
     if folder.exists():
         return _read_folder(folder, f"CIFAR-10 batch files in {folder}")
     if synthetic_if_missing:
-        synthetic_root = root / "synthetic-cifar10"
-        if not (synthetic_root / BATCH_DIR / META_FILE).exists():  # meta is written last
-            write_synthetic_cifar10(synthetic_root)
-        return replace(_read_folder(synthetic_root / BATCH_DIR, ""),
-                       source=f"SYNTHETIC smoke-test data in {synthetic_root} (no real CIFAR-10 found)")
+        data = synthetic_cifar10()
+        return replace(data, source=f"{data.source}: no real CIFAR-10 in {folder}")
     if not download:
         raise DataError(f"CIFAR-10 is not in {folder}. Put the standard '{BATCH_DIR}' folder under {root}, "
                         "set CIFAR10_ROOT, or call load_cifar10(download=True).")
@@ -215,3 +213,11 @@ def write_synthetic_cifar10(root: str | os.PathLike, n_train: int = 1000, n_test
     with open(folder / META_FILE, "wb") as f:
         pickle.dump({b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_vis": 3072}, f, protocol=2)
     return folder
+
+
+def synthetic_cifar10(n_train: int = 1000, n_test: int = 200, seed: int = 0) -> Cifar10:
+    """A tiny generated dataset (`synthetic_images`) for smoke runs: written in the standard format to a temporary
+    folder and read back through the batch reader, so a smoke run goes through the same code as a real one."""
+    with tempfile.TemporaryDirectory(prefix="synthetic-cifar10-") as tmp:
+        folder = write_synthetic_cifar10(tmp, n_train, n_test, seed)
+        return replace(_read_folder(folder, ""), source="SYNTHETIC smoke-test data (generated, not CIFAR-10)")

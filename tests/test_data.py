@@ -93,10 +93,19 @@ def test_incomplete_folder_lists_missing_files(synthetic_root, tmp_path):
         h.load_cifar10(tmp_path, download=False)
 
 
-def test_synthetic_fallback_goes_through_the_batch_reader(tmp_path):
+def test_synthetic_fallback_goes_through_the_batch_reader_and_writes_nothing(tmp_path):
     data = h.load_cifar10(tmp_path, synthetic_if_missing=True)
-    assert (tmp_path / "synthetic-cifar10" / BATCH_DIR / "data_batch_5").exists()
-    assert "SYNTHETIC" in data.source and data.train_images.shape[1:] == (32, 32, 3)
+    assert "SYNTHETIC" in data.source and str(tmp_path) in data.source
+    assert data.train_images.shape == (1000, 32, 32, 3) and len(data.test_labels) == 200
+    assert list(tmp_path.iterdir()) == [], "nothing is written into the data root"
+
+
+def test_smoke_runs_use_synthetic_data_even_where_the_real_data_is(synthetic_root):
+    """A smoke run checks the same thing on every machine: it never reads the dataset in the data root."""
+    smoke = h.load_data(synthetic_root, smoke=True, n_train=50, n_test=20)
+    assert smoke.source.startswith("SYNTHETIC") and len(smoke.train_labels) == 50 and len(smoke.test_labels) == 20
+    real = h.load_data(synthetic_root, smoke=False)
+    assert real.source.startswith("CIFAR-10 batch files") and len(real.train_labels) == 100
 
 
 def test_train_val_split_is_disjoint_stratified_and_seeded():
