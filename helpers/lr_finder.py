@@ -24,6 +24,7 @@ from .engine import select_device
 SKIP_START, SKIP_END = 10, 5  # torch-lr-finder's defaults: the noisy start and the diverging end of the curve
 MIN_ITERATIONS = SKIP_START + SKIP_END + 2  # what a test that runs its course needs for those skips
 MIN_DROP = 0.02  # the smoothed loss must fall by this fraction of its first value for a steepest-descent suggestion
+RISE = 0.05  # the fallback: the loss "starts to rise" where it first exceeds its lowest value so far by this fraction
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,13 @@ def suggest_lr(lrs: Sequence[float], losses: Sequence[float], *, skip_start: int
                skip_end: int = SKIP_END, min_drop: float = MIN_DROP) -> Suggestion:
     """Suggest a learning rate from a range test's history; always finite and within the learning rates tried.
 
-    - Steepest descent (torch-lr-finder's rule): the LR where the smoothed loss falls fastest, over the window of
-      `analysis_window` within the finite part of the curve (a NaN or infinite loss ends it).
-    - Fallback when the loss never falls by `min_drop` of its first value in that window (a flat loss, or one that
-      only rises): a tenth of the LR with the lowest loss (fastai's "minimum / 10"), not below the first LR tried.
+    - Steepest descent (torch-lr-finder's rule, kept to the descent): the LR where the smoothed loss falls
+      fastest on its way down to its lowest point, within the window of `analysis_window` of the finite part of the
+      curve (a NaN or infinite loss ends it). Past the lowest point a loss that spikes and comes down again would
+      otherwise win with an LR far into divergence.
+    - Fallback when the loss never falls by `min_drop` of its first value in that window (a test too short to
+      show the fall, a flat loss, one that only rises): a tenth of the LR where the loss starts to rise (first
+      exceeds its lowest value so far by `RISE`), or of the largest LR tried if it never does; not below the first.
     """
     if not lrs or len(lrs) != len(losses):
         raise ValueError(f"need as many losses as learning rates (at least one), got {len(lrs)} and {len(losses)}")
@@ -76,17 +80,21 @@ def suggest_lr(lrs: Sequence[float], losses: Sequence[float], *, skip_start: int
         return Suggestion(float(lrs_array[0]), "fallback: no finite loss was recorded; the first LR tried",
                           slice(0, 1))
     window = analysis_window(n, skip_start, skip_end)
-    curve, rates = losses_array[window], lrs_array[window]
     points = f"points {window.start + 1}-{window.stop} of {len(lrs)}"
-    if len(curve) >= 2:
-        slopes = np.gradient(curve)
-        steepest = int(np.argmin(slopes))
-        if slopes[steepest] < 0 and curve.min() <= curve[0] - min_drop * abs(curve[0]):
-            return Suggestion(float(rates[steepest]), f"steepest descent of the smoothed loss over {points}", window)
-    lowest = int(np.argmin(losses_array[:n]))
-    lr = max(float(lrs_array[lowest]) / 10, float(lrs_array[0]))
-    return Suggestion(lr, f"fallback: the loss never fell by {min_drop:.0%} over {points}; "
-                          "a tenth of the LR at the lowest loss", window)
+    descent = losses_array[window][: int(np.argmin(losses_array[window])) + 1]  # down to the lowest point
+    if len(descent) >= 2 and descent[-1] <= descent[0] - min_drop * abs(descent[0]):
+        steepest = int(np.argmin(np.gradient(descent)))
+        used = slice(window.start, window.start + len(descent))
+        return Suggestion(float(lrs_array[window.start + steepest]),
+                          f"steepest descent of the smoothed loss down to its lowest point (points "
+                          f"{used.start + 1}-{used.stop} of {len(lrs)})", used)
+    curve = losses_array[:n]
+    rising = np.flatnonzero(curve > np.minimum.accumulate(curve) + RISE * np.abs(np.minimum.accumulate(curve)))
+    where = (f"the LR where it starts to rise (point {rising[0] + 1})" if len(rising)
+             else "the largest LR tried (it never rises)")
+    lr = max(float(lrs_array[rising[0] if len(rising) else n - 1]) / 10, float(lrs_array[0]))
+    return Suggestion(lr, f"fallback: the loss never fell by {min_drop:.0%} over {points}; a tenth of {where}",
+                      window)
 
 
 def plot_range_test(lrs: Sequence[float], losses: Sequence[float], suggestion: Suggestion,

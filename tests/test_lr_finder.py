@@ -101,6 +101,18 @@ def test_steepest_descent_is_found_on_a_known_curve() -> None:
     assert suggestion.lr == pytest.approx(1e-2, rel=0.15)
 
 
+def test_a_loss_that_spikes_and_comes_down_again_does_not_pull_the_suggestion_past_the_minimum() -> None:
+    """What a 60-step test of ResNet-9 looked like: a shallow dip to 0.08, a spike at 2, a fall after it (steeper
+    than the dip); torch-lr-finder's rule would suggest an LR of about 4."""
+    lrs = np.logspace(-4, 1, 60)
+    dip = -0.05 / (1 + np.exp(-8 * (np.log10(lrs) + 1.6)))
+    spike = np.where(lrs > 0.08, 1.2 * np.exp(-((np.log10(lrs) - 0.35) / 0.35) ** 2), 0.0)
+    losses = 2.32 + dip + spike
+    suggestion = suggest_lr(lrs.tolist(), losses.tolist())
+    assert suggestion.method.startswith("steepest descent")
+    assert 0.01 <= suggestion.lr <= lrs[int(np.argmin(losses))]
+
+
 @pytest.mark.parametrize("n", range(1, 20))
 def test_any_number_of_points_gives_a_finite_suggestion_within_the_tested_range(n) -> None:
     lrs = np.logspace(-4, 1, 20)[:n]
@@ -124,3 +136,19 @@ def test_a_loss_that_only_rises_falls_back_to_the_first_lr() -> None:
     lrs = np.logspace(-4, 0, 30).tolist()
     suggestion = suggest_lr(lrs, np.linspace(1.0, 3.0, 30).tolist())
     assert suggestion.method.startswith("fallback") and suggestion.lr == pytest.approx(lrs[0])
+
+
+def test_a_test_too_short_to_show_the_fall_suggests_a_tenth_of_where_the_loss_rises() -> None:
+    """Flat (within noise), then rising from 0.5 on: what a 30-step test of a fresh ResNet looks like."""
+    lrs = np.logspace(-4, 1, 30)
+    losses = 2.32 + 0.003 * np.sin(np.arange(30)) + np.where(lrs > 0.5, np.log10(lrs / 0.5), 0.0)
+    suggestion = suggest_lr(lrs.tolist(), losses.tolist())
+    first_rise = int(np.argmax(losses > 2.32 * 1.05))
+    assert suggestion.method.startswith("fallback") and "starts to rise" in suggestion.method
+    assert suggestion.lr == pytest.approx(lrs[first_rise] / 10)
+
+
+def test_a_loss_that_never_moves_suggests_a_tenth_of_the_largest_lr() -> None:
+    lrs = np.logspace(-4, 0, 30).tolist()
+    suggestion = suggest_lr(lrs, [2.3] * 30)
+    assert "never rises" in suggestion.method and suggestion.lr == pytest.approx(lrs[-1] / 10)
