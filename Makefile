@@ -21,16 +21,19 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 data: setup
 	@if [ -d data/cifar-10-batches-py ]; then echo "data/cifar-10-batches-py already there"; \
 	elif [ -f $(SHARED_DATA) ]; then $(PY) $(SHARED_DATA) data/; \
-	else $(PY) -c "import helpers; helpers.load_cifar10('data')"; fi
+	else $(PY) -c "import sys, helpers; sys.tracebacklimit = 0; helpers.load_cifar10('data')"; fi
 
-# The main job: execute notebook 01 (or NB=...) in full, in place, so its outputs and run record are saved.
+# The main job. On a CUDA GPU: notebook 01 (or NB=...) in full, executed in place, so its outputs and run record are
+# saved. Without one: the device found, the full run's estimated time there, and a quick reduced run into
+# runs/quick/ instead (a few minutes); FORCE=1 runs the full one anyway.
 run: data
-	$(PY) -m papermill --cwd notebooks $(NB) $(NB)
+	$(PY) -m helpers.launch $(NB) $(if $(FORCE),--force)
 
 run-all: data
-	for nb in notebooks/0*.ipynb; do $(PY) -m papermill --cwd notebooks $$nb $$nb || exit 1; done
+	$(PY) -m helpers.launch notebooks/0*.ipynb $(if $(FORCE),--force)
 
-# Unit tests of every helper, then every notebook end to end in smoke mode (tiny subset, CPU).
+# Unit tests of every helper, then every notebook end to end in smoke mode (synthetic data, CPU), as on a fresh
+# machine; the real-data test runs when data/ (or $$CIFAR10_ROOT) holds CIFAR-10, and skips otherwise.
 test: setup
 	SMOKE=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider --durations=15
 
@@ -41,4 +44,4 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
-	rm -rf $(VENV) .pytest_cache checkpoints
+	rm -rf $(VENV) .pytest_cache checkpoints runs

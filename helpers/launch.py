@@ -1,0 +1,223 @@
+"""`make run`: a notebook's full run on a CUDA GPU; without one, an estimate and a quick reduced run instead.
+
+    python -m helpers.launch notebooks/01_resnet18_baseline.ipynb [more notebooks] [--force] [--minutes 3]
+
+On CUDA, or with `--force`, each notebook is executed in place by papermill with its full-run defaults, so its
+outputs and run record are saved. Without a CUDA GPU a full run takes many hours, so instead the launcher
+1. says which device it found;
+2. times a few training steps of the notebook's model there and estimates the full run's time from them;
+3. runs a QUICK run: the same notebook on real data, reduced (a few thousand images, a few epochs, sized to take
+   about `--minutes` minutes on this device), written to `runs/quick/` (never over the notebook) under a banner
+   that says what it is;
+4. says how to force the full run anyway.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import torch
+from torch import nn
+
+from .data import PROJECT_ROOT
+from .engine import device_name, select_device
+from .models import FACTORIES
+
+QUICK_DIR = Path("runs") / "quick"  # relative to the project root; git-ignored
+QUICK_EPOCHS = 3
+QUICK_TEST_IMAGES = 1000
+QUICK_BATCH_SIZE = 32  # small batches: more steps in a short run
+QUICK_LR_TEST = {"LR_TEST_ITERATIONS": 60, "LR_TEST_BATCH_SIZE": 16}
+QUICK_MIN_IMAGES, QUICK_MAX_IMAGES = 1000, 20000
+CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds of model compute per image on a device: a training step, and an evaluation forward pass."""
+
+    train: float
+    eval: float
+
+
+@dataclass(frozen=True)
+class RunSize:
+    """The work of one run, in images: trained per epoch, evaluated per epoch, and trained by the LR range test."""
+
+    epochs: int
+    train_images: int
+    eval_images: int
+    lr_test_images: int = 0
+
+    def seconds(self, timing: Timing) -> float:
+        """Model compute of the whole run at `timing` (data loading and plotting come on top)."""
+        return (self.epochs * (self.train_images * timing.train + self.eval_images * timing.eval)
+                + self.lr_test_images * timing.train)
+
+
+def full_run_parameters(notebook: nbformat.NotebookNode) -> dict:
+    """The notebook's full-run defaults: its `parameters` cell executed with smoke mode off."""
+    cell = next((c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])), None)
+    if cell is None:
+        raise ValueError("the notebook has no cell tagged 'parameters'")
+    import helpers  # the cell reads `h.smoke_mode()`
+    smoke = os.environ.pop("SMOKE", None)
+    try:
+        namespace: dict = {"h": helpers}
+        exec(cell.source, namespace)  # noqa: S102 - the project's own notebook
+    finally:
+        if smoke is not None:
+            os.environ["SMOKE"] = smoke
+    return {k: v for k, v in namespace.items() if k.isupper()}
+
+
+def notebook_model(notebook: nbformat.NotebookNode) -> str:
+    """The name (a key of `models.FACTORIES`) of the model the notebook builds with `h.models.<name>(...)`."""
+    names = {m for c in notebook.cells if c.cell_type == "code"
+             for m in re.findall(r"\bh\.models\.(\w+)\(", c.source)}
+    found = sorted(names & set(FACTORIES))
+    if len(found) != 1:
+        raise ValueError(f"expected one model built as h.models.<name>(...), found {found or 'none'}")
+    return found[0]
+
+
+def full_run_size(params: dict) -> RunSize:
+    """The work of a notebook's full run, from its parameters (early stopping may end it sooner)."""
+    images = params.get("TRAIN_SUBSET") or CIFAR10_TRAIN
+    val = params.get("VAL_SIZE") or 0
+    lr_test = params.get("LR_TEST_ITERATIONS", 0) * params.get("LR_TEST_BATCH_SIZE", 0)
+    return RunSize(params["EPOCHS"], images - val, val + (params.get("TEST_SUBSET") or CIFAR10_TEST), lr_test)
+
+
+def time_model(model: nn.Module, device: torch.device, batch_size: int = 32, steps: int = 2) -> Timing:
+    """Seconds per image of SGD training steps and of evaluation forward passes of `model` on `device`, timed
+    after one warm-up step on random images."""
+    model = model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x = torch.randn(batch_size, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    model.train()
+    for step in range(steps + 1):
+        if step == 1:
+            sync()
+            began = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    sync()
+    train = (time.perf_counter() - began) / (steps * batch_size)
+    model.eval()
+    with torch.no_grad():
+        began = time.perf_counter()
+        model(x)
+        sync()
+    return Timing(train, (time.perf_counter() - began) / batch_size)
+
+
+def quick_run(params: dict, timing: Timing, device: torch.device, minutes: float) -> tuple[dict, RunSize]:
+    """Parameters of a quick run sized to about `minutes` of model compute at `timing`, and its size.
+
+    Only parameters the notebook has are set: fewer epochs and images, batch 32, a short LR range test, warm-up
+    and peak in the first epoch, no checkpoint, outputs under `runs/quick/`.
+    """
+    lr_test = (QUICK_LR_TEST["LR_TEST_ITERATIONS"] * QUICK_LR_TEST["LR_TEST_BATCH_SIZE"]
+               if "LR_TEST_ITERATIONS" in params else 0)
+    val_fraction = 0.1 if "VAL_SIZE" in params else 0.0
+    budget = minutes * 60 - QUICK_EPOCHS * QUICK_TEST_IMAGES * timing.eval - lr_test * timing.train
+    per_image = QUICK_EPOCHS * ((1 - val_fraction) * timing.train + val_fraction * timing.eval)
+    images = int(min(max(budget / per_image, QUICK_MIN_IMAGES), QUICK_MAX_IMAGES)) // 100 * 100
+    val = int(images * val_fraction)
+    overrides = {"EPOCHS": QUICK_EPOCHS, "TRAIN_SUBSET": images, "TEST_SUBSET": QUICK_TEST_IMAGES,
+                 "VAL_SIZE": val, "BATCH_SIZE": QUICK_BATCH_SIZE, **QUICK_LR_TEST, "PEAK_EPOCH": 1,
+                 "WARMUP_EPOCHS": 1, "DEVICE": str(device), "CHECKPOINT": None,
+                 "RESULTS_DIR": str(QUICK_DIR / "results"), "KAGGLE_DIR": str(QUICK_DIR / "kaggle")}
+    quick = {k: v for k, v in overrides.items() if k in params}
+    return quick, RunSize(QUICK_EPOCHS, images - val, val + QUICK_TEST_IMAGES, lr_test)
+
+
+def format_duration(seconds: float) -> str:
+    """'40 s', '12 min', '3.5 h' or '2.1 days'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def quick_banner(path: Path, quick: dict, size: RunSize, device: torch.device, full_estimate: str) -> str:
+    """The markdown cell on top of a quick run's notebook: what it is, what it is not, how to run the full one."""
+    settings = ", ".join(f"`{k} = {v!r}`" for k, v in quick.items())
+    return (f"> **QUICK {device.type.upper()} RUN: not the full result.** No CUDA GPU was found, so `make run` ran "
+            f"this notebook reduced: {size.train_images:,} training images for {size.epochs} epochs on "
+            f"{device_name(device)} ({settings}). Its accuracies come from a few minutes of training and say little about "
+            f"what the recipe reaches; the goal verdict at the end is for the full run and does not apply here.\n>\n"
+            f"> The full run would take {full_estimate} on this device. On a CUDA GPU (or Colab) `make run "
+            f"NB={path}` runs it; `make run NB={path} FORCE=1` runs it here anyway.")
+
+
+def launch(path: Path, device: torch.device, force: bool, minutes: float) -> Path:
+    """Run one notebook (full on CUDA or when forced, else quick); returns the executed notebook's path."""
+    import papermill
+
+    path = Path(path)
+    cwd = str(path.resolve().parent)
+    if device.type == "cuda" or force:
+        print(f"Full run of {path} on {device} ({device_name(device)}), executed in place.", flush=True)
+        papermill.execute_notebook(str(path), str(path), cwd=cwd)
+        return path
+    notebook = nbformat.read(path, as_version=4)
+    params = full_run_parameters(notebook)
+    model = notebook_model(notebook)
+    timing = time_model(FACTORIES[model](), device)
+    full = full_run_size(params)
+    full_estimate = f"about {format_duration(full.seconds(timing))}"
+    quick, size = quick_run(params, timing, device, minutes)
+    output = PROJECT_ROOT / QUICK_DIR / path.name
+    print(f"{path.name}: the full run ({full.epochs} epochs of {full.train_images:,} training images, "
+          f"{full.eval_images:,} evaluated per epoch) would take {full_estimate} of model compute here "
+          f"({model}: {timing.train * 1e3:.1f} ms per training image, {timing.eval * 1e3:.1f} ms per evaluated "
+          f"one, timed over a few steps; data loading adds to it"
+          f"{', early stopping may end it sooner' if any('PATIENCE' in k for k in params) else ''}).\n"
+          f"Not starting it. Quick run instead: {size.train_images:,} training images x {size.epochs} epochs, "
+          f"about {format_duration(size.seconds(timing))} -> {output.relative_to(PROJECT_ROOT)}\n"
+          f"Full run anyway: make run NB={path} FORCE=1", flush=True)
+    banner = nbformat.v4.new_markdown_cell(quick_banner(path, quick, size, device, full_estimate))
+    banner.id = "quick-run-banner"
+    notebook.cells.insert(0, banner)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(notebook, str(output), parameters=quick, cwd=cwd)
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.launch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--force", action="store_true", help="the full run even without a CUDA GPU")
+    parser.add_argument("--minutes", type=float, default=3.0, help="size of a quick run (default: 3)")
+    parser.add_argument("--device", default=None, help="default: cuda > mps > cpu")
+    args = parser.parse_args(argv)
+    device = select_device(args.device)
+    found = device_name(device) if device.type == "cpu" else f"{device} ({device_name(device)})"
+    print(f"Device: {found}" + ("" if device.type == "cuda" else ": no CUDA GPU, so no full run unless forced."),
+          flush=True)
+    for path in args.notebooks:
+        output = launch(path, device, args.force, args.minutes)
+        print(f"Done: {output}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
