@@ -88,8 +88,8 @@ def suggest_lr(lrs: Sequence[float], losses: Sequence[float], *, skip_start: int
         return Suggestion(float(lrs_array[window.start + steepest]),
                           f"steepest descent of the smoothed loss down to its lowest point (points "
                           f"{used.start + 1}-{used.stop} of {len(lrs)})", used)
-    curve = losses_array[:n]
-    rising = np.flatnonzero(curve > np.minimum.accumulate(curve) + RISE * np.abs(np.minimum.accumulate(curve)))
+    lowest_so_far = np.minimum.accumulate(losses_array[:n])
+    rising = np.flatnonzero(losses_array[:n] > lowest_so_far + RISE * np.abs(lowest_so_far))
     where = (f"the LR where it starts to rise (point {rising[0] + 1})" if len(rising)
              else "the largest LR tried (it never rises)")
     lr = max(float(lrs_array[rising[0] if len(rising) else n - 1]) / 10, float(lrs_array[0]))
