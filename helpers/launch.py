@@ -162,8 +162,9 @@ def quick_banner(path: Path, quick: dict, size: RunSize, device: torch.device, f
     settings = ", ".join(f"`{k} = {v!r}`" for k, v in quick.items())
     return (f"> **QUICK {device.type.upper()} RUN: not the full result.** No CUDA GPU was found, so `make run` ran "
             f"this notebook reduced: {size.train_images:,} training images for {size.epochs} epochs on "
-            f"{device_name(device)} ({settings}). Its accuracies come from a few minutes of training and say little about "
-            f"what the recipe reaches; the goal verdict at the end is for the full run and does not apply here.\n>\n"
+            f"{device_name(device)} ({settings}). Its accuracies come from a few minutes of training and say "
+            f"little about what the recipe reaches; the goal verdict at the end is for the full run and does not "
+            f"apply here.\n>\n"
             f"> The full run would take {full_estimate} on this device. On a CUDA GPU (or Colab) `make run "
             f"NB={path}` runs it; `make run NB={path} FORCE=1` runs it here anyway.")
 
