@@ -139,7 +139,16 @@ def _read_folder(folder: Path, source: str) -> Cifar10:
     train = [read_batch(folder / name) for name in TRAIN_FILES]
     test_images, test_labels = read_batch(folder / TEST_FILE)
     return Cifar10(np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train]),
-                   test_images, test_labels, _read_classes(folder), source)
+                   test_images, test_labels, _read_classes(folder), source + _jpeg_note(folder))
+
+
+def _jpeg_note(folder: Path) -> str:
+    """A note for the data source when the test batch's images were decoded from JPEG files (a re-encoded copy)."""
+    names = load_dict(folder / TEST_FILE, ()).get("filenames") or []
+    as_text = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    if as_text and all(n.lower().endswith((".jpg", ".jpeg")) for n in as_text):
+        return " (decoded from JPEG files: a re-encoded copy such as the offline JPEG-75 one, not the original pixels)"
+    return ""
 
 
 def _download(root: Path) -> None:

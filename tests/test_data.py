@@ -134,3 +134,19 @@ def test_real_copy_has_the_cifar10_shape_and_statistics(real_root):
     mean = data.train_images.reshape(-1, 3).mean(0) / 255
     std = data.train_images.reshape(-1, 3).std(0) / 255
     assert np.allclose(mean, h.CIFAR10_MEAN, atol=0.005) and np.allclose(std, h.CIFAR10_STD, atol=0.01)
+
+
+def test_source_says_when_the_images_were_decoded_from_jpeg_files(synthetic_root, tmp_path):
+    assert "JPEG" not in h.load_cifar10(synthetic_root, download=False).source
+    folder = tmp_path / BATCH_DIR
+    folder.mkdir()
+    for path in (synthetic_root / BATCH_DIR).iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    with open(folder / "test_batch", "rb") as f:
+        batch = pickle.load(f)
+    batch[b"filenames"] = [name.replace(b".png", b".jpg") for name in batch[b"filenames"]]
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    source = h.load_cifar10(tmp_path, download=False).source
+    assert source.endswith("(decoded from JPEG files: a re-encoded copy such as the offline JPEG-75 one, "
+                           "not the original pixels)")
