@@ -10,6 +10,7 @@ from . import models, transforms  # noqa: E402
 from .data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, PROJECT_ROOT, Cifar10, DataError,  # noqa: E402
                    Split, load_cifar10, read_batch, synthetic_cifar10, train_val_split,
                    write_synthetic_cifar10)
+from .ema import ModelEMA  # noqa: E402
 from .engine import (EarlyStopping, History, TrainingDiverged, autocast_dtype, device_name,  # noqa: E402
                      evaluate, fit, load_checkpoint, predict, save_checkpoint, seed_everything, select_device)
 from .gpu_loader import CropFlipCutout, GpuLoader  # noqa: E402
@@ -26,7 +27,7 @@ __all__ = [
     "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "PROJECT_ROOT", "Cifar10", "DataError", "Split",
     "load_cifar10", "read_batch", "synthetic_cifar10", "train_val_split", "write_synthetic_cifar10",
     "EarlyStopping", "History", "TrainingDiverged", "autocast_dtype", "device_name", "evaluate", "fit",
-    "load_checkpoint", "predict", "save_checkpoint", "seed_everything", "select_device",
+    "load_checkpoint", "predict", "save_checkpoint", "seed_everything", "select_device", "ModelEMA",
     "ArrayDataset", "make_loader", "count_parameters", "describe_run", "load_data", "report_goal", "smoke_mode",
     "CropFlipCutout", "GpuLoader", "make_crop_flip_loader", "make_eval_loader",
     "plot_confusion_matrix", "plot_history", "plot_misclassified", "plot_per_class_accuracy", "plot_samples",

@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import models
 from .data import CIFAR10_MEAN, CIFAR10_STD, PROJECT_ROOT, Cifar10, load_cifar10
-from .engine import autocast, autocast_dtype, device_name, select_device, to_device
+from .engine import autocast, autocast_dtype, describe_final_model, device_name, select_device, to_device
 from .gpu_loader import CropFlipCutout, GpuLoader
 from .loaders import default_num_workers, make_loader
 
@@ -219,10 +219,9 @@ def notebook04_result(results_dir: Path = PROJECT_ROOT / "results") -> str:
     if not paths:
         return "notebook 04: no results/04_*.json yet (run notebook 04 on this GPU to fill this in)"
     record = json.loads(Path(paths[0]).read_text())
-    acc = record.get("best_test_acc")
-    acc_text = "n/a" if acc is None else f"{acc:.2%}"
-    return (f"notebook 04 ({Path(paths[0]).name}): {record.get('epochs')} epochs, best test accuracy {acc_text}, "
-            f"{record.get('wall_seconds')} s on {record.get('device')}")
+    return (f"notebook 04 ({Path(paths[0]).name}): {record.get('epochs')} epochs, "
+            f"{describe_final_model(record['final_model'])}; {record.get('wall_seconds')} s of training on "
+            f"{record.get('device')}")
 
 
 def airbench_section(data: Cifar10, device: torch.device) -> str:

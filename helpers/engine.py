@@ -14,8 +14,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .ema import ModelEMA
+
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-METRICS = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "seconds")
+METRICS = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+           "val_loss_ema", "val_acc_ema", "test_loss_ema", "test_acc_ema", "seconds")
 
 
 class TrainingDiverged(RuntimeError):
@@ -70,9 +73,15 @@ def current_lr(optimizer: torch.optim.Optimizer) -> float:
 
 @dataclass
 class History:
-    """Per-epoch metrics: `history["test_acc"]` is a list with one value per epoch (None where not measured)."""
+    """Per-epoch metrics: `history["test_acc"]` is a list with one value per epoch (None where not measured).
+
+    `final_model` holds what `fit` measured on the model it returned, at the end: the epoch its weights come from,
+    test accuracy, and with flip TTA and EMA where they were on (`test_acc_tta`, `test_acc_ema`,
+    `test_acc_ema_tta`).
+    """
 
     records: list[dict] = field(default_factory=list)
+    final_model: dict = field(default_factory=dict)
 
     def append(self, record: dict) -> None:
         self.records.append({k: record.get(k) for k in ("epoch", *METRICS)})
@@ -92,18 +101,15 @@ class History:
         return self.records[-1][metric] if self.records else None
 
     def table(self) -> str:
-        """The log as a fixed-width text table (epoch, LR, train/val/test loss and accuracy, seconds)."""
+        """The log as a fixed-width text table (epoch, LR, train/val/test loss and accuracy, EMA, seconds)."""
         cols = ["epoch", *METRICS]
         present = [c for c in cols if any(r[c] is not None for r in self.records)]
-        fmt = {"epoch": "{:>5d}", "lr": "{:>9.2e}", "seconds": "{:>7.1f}"}
-        lines = ["  ".join(f"{c:>10}" for c in present)]
+        fmt = {"epoch": "{:d}", "lr": "{:.2e}", "seconds": "{:.1f}"}
+        width = {c: max(9, len(c)) for c in present}
+        lines = [" ".join(f"{c:>{width[c]}}" for c in present)]
         for r in self.records:
-            cells = []
-            for c in present:
-                v = r[c]
-                text = "-" if v is None else fmt.get(c, "{:.4f}").format(v)
-                cells.append(f"{text:>10}")
-            lines.append("  ".join(cells))
+            cells = ["-" if r[c] is None else fmt.get(c, "{:.4f}").format(r[c]) for c in present]
+            lines.append(" ".join(f"{text:>{width[c]}}" for c, text in zip(present, cells)))
         return "\n".join(lines)
 
 
@@ -164,8 +170,9 @@ def l1_penalty(model: nn.Module) -> torch.Tensor:
 def train_epoch(model: nn.Module, loader: Batches, optimizer: torch.optim.Optimizer, loss_fn: Callable,
                 device: torch.device, *, scheduler=None, amp_dtype: torch.dtype | None = None,
                 scaler: torch.amp.GradScaler | None = None, l1_lambda: float = 0.0, channels_last: bool = False,
-                epoch: int = 1, progress: bool | str = True, sync_every: int = 10) -> tuple[float, float]:
-    """One pass over `loader`; steps a per-batch `scheduler` if given. Returns (mean loss, accuracy).
+                ema: ModelEMA | None = None, epoch: int = 1, progress: bool | str = True, sync_every: int = 10
+                ) -> tuple[float, float]:
+    """One pass over `loader`; steps a per-batch `scheduler` and the `ema` if given. Returns (mean loss, accuracy).
 
     Raises `TrainingDiverged` naming the epoch and batch when the loss stops being finite.
     """
@@ -193,6 +200,8 @@ def train_epoch(model: nn.Module, loader: Batches, optimizer: torch.optim.Optimi
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if ema is not None:
+            ema.step(model)
         detached = loss.detach()
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached),
                                 torch.full_like(first_bad, batch_index), first_bad)
@@ -300,13 +309,18 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
         loss_fn: Callable | None = None, l1_lambda: float = 0.0, early_stopping: EarlyStopping | int | None = None,
         checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
         device: torch.device | str | None = None, amp: bool = True, channels_last: bool | None = None,
-        seed: int = 0, progress: bool = True, compile: bool = False,
-        on_epoch_end: Callable[[int, History], None] | None = None) -> History:
+        ema: ModelEMA | None = None, flip_tta: bool = True, seed: int = 0, progress: bool = True,
+        compile: bool = False, on_epoch_end: Callable[[int, History], None] | None = None) -> History:
     """Train `model` for `epochs` epochs and return its `History`.
 
     - `scheduler`: stepped per batch (OneCycleLR, CyclicLR), on the validation loss (ReduceLROnPlateau) or per
       epoch (others); `scheduler_interval` overrides the guess.
     - `early_stopping`: patience (int) or an `EarlyStopping`; it watches the validation set only, never the test set.
+    - `ema`: a `ModelEMA` of `model`, updated after every optimizer step and evaluated every epoch beside the raw
+      weights (`val_acc_ema`, `test_acc_ema`, ...). Early stopping and ReduceLROnPlateau still watch the raw model.
+    - At the end, the returned model (and `ema.module`) is measured on the test set, plainly and, with `flip_tta`,
+      as the mean softmax over each image and its mirror: `history.final_model`. This costs three forward passes
+      of the test set per model, once; the per-epoch log stays without TTA.
     - `checkpoint_path`: a checkpoint is written atomically after every epoch; with `resume`, an existing one is
       loaded and training continues where it stopped (a seeded run ends with the same history either way).
     - Mixed precision on CUDA (`amp`): bf16 where supported, else fp16 with a GradScaler. channels_last on CUDA.
@@ -318,7 +332,10 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
         channels_last = device.type == "cuda"
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    model.to(device, memory_format=memory_format)
+    if ema is not None:
+        ema.averaged.to(device, memory_format=memory_format)
     forward_model = torch.compile(model) if compile else model  # shares model's parameters and buffers
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     interval = scheduler_interval or _scheduler_interval(scheduler)
@@ -342,6 +359,10 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
         scaler.load_state_dict(state["scaler"])
         if early_stopping is not None and state["early_stopping"] is not None:
             early_stopping.load_state_dict(state["early_stopping"])
+        if ema is not None:
+            if state.get("ema") is None:
+                raise ValueError(f"{checkpoint_path} was written without an EMA: delete it or pass resume=False")
+            ema.load_state_dict(state["ema"])
         history = History(list(state["history"]))
         start = state["epoch"]
         print(f"Resumed from {checkpoint_path} after epoch {start} of {epochs}.")
@@ -355,15 +376,17 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
         train_loss, train_acc = train_epoch(
             forward_model, train_loader, optimizer, loss_fn, device,
             scheduler=scheduler if interval == "batch" else None, amp_dtype=amp_dtype, scaler=scaler,
-            l1_lambda=l1_lambda, channels_last=channels_last, epoch=epoch,
+            l1_lambda=l1_lambda, channels_last=channels_last, ema=ema, epoch=epoch,
             progress=f"epoch {epoch}/{epochs}" if progress else False)
         record = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc}
-        if val_loader is not None:
-            record["val_loss"], record["val_acc"] = evaluate(forward_model, val_loader, device, loss_fn,
-                                                             amp_dtype, channels_last)
-        if test_loader is not None:
-            record["test_loss"], record["test_acc"] = evaluate(forward_model, test_loader, device, loss_fn,
-                                                               amp_dtype, channels_last)
+        for split, loader in (("val", val_loader), ("test", test_loader)):
+            if loader is None:
+                continue
+            record[f"{split}_loss"], record[f"{split}_acc"] = evaluate(forward_model, loader, device, loss_fn,
+                                                                       amp_dtype, channels_last)
+            if ema is not None:
+                record[f"{split}_loss_ema"], record[f"{split}_acc_ema"] = evaluate(
+                    ema.module, loader, device, loss_fn, amp_dtype, channels_last)
         if interval == "plateau":
             scheduler.step(record["val_loss"])
         elif interval == "epoch":
@@ -372,13 +395,14 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
         record["seconds"] = time.perf_counter() - began
         history.append(record)
         epoch_bar.set_postfix({k: f"{v:.4f}" for k, v in record.items()
-                               if k in ("train_loss", "val_acc", "test_acc") and v is not None})
+                               if k in ("train_loss", "val_acc", "test_acc", "test_acc_ema") and v is not None})
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, {
                 "epoch": epoch, "epochs": epochs, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "scaler": scaler.state_dict(), "history": history.records,
-                "early_stopping": early_stopping.state_dict() if early_stopping is not None else None})
+                "early_stopping": early_stopping.state_dict() if early_stopping is not None else None,
+                "ema": ema.state_dict() if ema is not None else None})
         if on_epoch_end is not None:
             on_epoch_end(epoch, history)
         if stop:
@@ -387,11 +411,48 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
                   f"{early_stopping.best_epoch}).")
             break
     epoch_bar.close()
+    weights_epoch = len(history)
     if early_stopping is not None and early_stopping.restore_best and early_stopping.best_state is not None:
         model.load_state_dict(early_stopping.best_state)
+        weights_epoch = early_stopping.best_epoch
+    history.final_model = {"epoch": weights_epoch, "epochs": len(history)}
+    if test_loader is not None:
+        began = time.perf_counter()
+        history.final_model.update(measure_final_model(model, test_loader, device, ema=ema, flip_tta=flip_tta,
+                                                       amp_dtype=amp_dtype))
+        print(f"{describe_final_model(history.final_model)} ({time.perf_counter() - began:.1f} s)")
     return history
 
 
-__all__ = ["EarlyStopping", "History", "TrainingDiverged", "autocast", "autocast_dtype", "device_name", "evaluate", "fit",
-           "l1_penalty", "load_checkpoint", "predict", "save_checkpoint", "seed_everything", "select_device",
-           "to_device", "train_epoch"]
+def measure_final_model(model: nn.Module, test_loader: Batches, device: torch.device, *,
+                        ema: ModelEMA | None = None, flip_tta: bool = True,
+                        amp_dtype: torch.dtype | None = None) -> dict:
+    """Test accuracy of `model` (and of `ema.module`), plain and with flip TTA (`predict(flip_tta=True)`)."""
+    models = {"": model} if ema is None else {"": model, "_ema": ema.module}
+    measured = {}
+    for suffix, network in models.items():
+        y_pred, y_true, _ = predict(network, test_loader, device, amp_dtype)
+        measured[f"test_acc{suffix}"] = float((y_pred == y_true).mean())
+        if flip_tta:
+            y_pred, y_true, _ = predict(network, test_loader, device, amp_dtype, flip_tta=True)
+            measured[f"test_acc{suffix}_tta"] = float((y_pred == y_true).mean())
+    measured["test_images"] = len(y_true)
+    return measured
+
+
+def describe_final_model(final: dict) -> str:
+    """One line from `History.final_model`: test accuracy of the raw weights, EMA and flip TTA where measured."""
+    parts = []
+    last = "" if final["epoch"] == final["epochs"] else f" (epoch {final['epochs']})"
+    for suffix, name in (("", "raw weights"), ("_ema", f"EMA weights{last}")):
+        if f"test_acc{suffix}" in final:
+            tta = final.get(f"test_acc{suffix}_tta")
+            parts.append(f"{name} {final[f'test_acc{suffix}']:.2%}"
+                         + (f" (flip TTA {tta:.2%})" if tta is not None else ""))
+    measured = f" on {final['test_images']:,} test images: " + " · ".join(parts) if parts else ": not tested"
+    return f"Final model (weights of epoch {final['epoch']} of {final['epochs']}){measured}"
+
+
+__all__ = ["EarlyStopping", "History", "TrainingDiverged", "autocast", "autocast_dtype", "describe_final_model",
+           "device_name", "evaluate", "fit", "l1_penalty", "load_checkpoint", "measure_final_model", "predict",
+           "save_checkpoint", "seed_everything", "select_device", "to_device", "train_epoch"]

@@ -45,16 +45,18 @@ def plot_samples(images: np.ndarray | torch.Tensor, labels: Sequence[int], class
 
 
 def plot_history(history: History, title: str | None = None) -> plt.Figure:
-    """Loss and accuracy per epoch for train / validation / test, and the learning rate."""
+    """Loss and accuracy per epoch for train / validation / test (and the EMA weights, where measured), and the
+    learning rate."""
     fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
     epochs = history["epoch"]
-    for split, style in (("train", "-"), ("val", "--"), ("test", ":")):
+    curves = (("train", "", "-"), ("val", "", "--"), ("test", "", ":"), ("val", "_ema", "--"), ("test", "_ema", ":"))
+    for split, suffix, style in curves:
         for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
-            values = history[f"{split}_{metric}"]
+            values = history[f"{split}_{metric}{suffix}"]
             if any(v is not None for v in values):
                 scale = 100 if metric == "acc" else 1
-                ax.plot(epochs, [np.nan if v is None else v * scale for v in values], style, marker=".",
-                        label=split)
+                ax.plot(epochs, [np.nan if v is None else v * scale for v in values], style,
+                        marker="x" if suffix else ".", label=split + (" EMA" if suffix else ""))
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     best = history.best("test_acc")

@@ -81,10 +81,13 @@ def test_fit_learns_and_records_history(tiny_data):
 
 
 def test_killed_and_resumed_run_ends_with_the_same_history(tiny_data, tmp_path):
+    """With an EMA of the weights too: its state is in the checkpoint, so its columns and final weights match."""
     train, val, test = loaders(tiny_data)
     model, opt, sched = new_run(steps=len(train))
-    reference = h.fit(model, train, opt, 4, val_loader=val, test_loader=test, scheduler=sched,
+    ema = h.ModelEMA(model, decay=0.9, every=2)
+    reference = h.fit(model, train, opt, 4, val_loader=val, test_loader=test, scheduler=sched, ema=ema,
                       early_stopping=h.EarlyStopping(patience=10), progress=False, seed=3)
+    reference_ema = {k: v.clone() for k, v in ema.module.state_dict().items()}
 
     class Killed(Exception):
         pass
@@ -97,15 +100,23 @@ def test_killed_and_resumed_run_ends_with_the_same_history(tiny_data, tmp_path):
     model, opt, sched = new_run(steps=len(train))
     with pytest.raises(Killed):
         h.fit(model, train, opt, 4, val_loader=val, test_loader=test, scheduler=sched,
-              early_stopping=h.EarlyStopping(patience=10), checkpoint_path=ckpt, progress=False, seed=3,
-              on_epoch_end=kill_after_second_epoch)
+              ema=h.ModelEMA(model, decay=0.9, every=2), early_stopping=h.EarlyStopping(patience=10),
+              checkpoint_path=ckpt, progress=False, seed=3, on_epoch_end=kill_after_second_epoch)
     model, opt, sched = new_run(steps=len(train))  # a fresh process would start from scratch objects
+    ema = h.ModelEMA(model, decay=0.9, every=2)
     train, val, test = loaders(tiny_data)
-    resumed = h.fit(model, train, opt, 4, val_loader=val, test_loader=test, scheduler=sched,
+    resumed = h.fit(model, train, opt, 4, val_loader=val, test_loader=test, scheduler=sched, ema=ema,
                     early_stopping=h.EarlyStopping(patience=10), checkpoint_path=ckpt, progress=False, seed=3)
     assert metrics(resumed) == metrics(reference)
+    assert resumed.final_model == reference.final_model
+    assert all(torch.equal(v, reference_ema[k]) for k, v in ema.module.state_dict().items())
     assert len({r["train_loss"] for r in reference.records}) == 4  # the runs did train, epochs differ
+    assert all(r["val_acc_ema"] is not None and r["test_loss_ema"] is not None for r in reference.records)
     assert h.load_checkpoint(ckpt)["epoch"] == 4
+    model, opt, sched = new_run(steps=len(train))
+    h.fit(model, train, opt, 1, checkpoint_path=tmp_path / "plain.pt", progress=False)
+    with pytest.raises(ValueError, match="without an EMA"):  # a checkpoint of a run without EMA cannot feed one
+        h.fit(model, train, opt, 1, ema=h.ModelEMA(model), checkpoint_path=tmp_path / "plain.pt", progress=False)
 
 
 def test_resume_refuses_a_checkpoint_of_another_run_length(tiny_data, tmp_path):
