@@ -13,6 +13,7 @@ from .data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, PROJECT_ROOT, Cif
 from .ema import ModelEMA  # noqa: E402
 from .engine import (EarlyStopping, History, TrainingDiverged, autocast_dtype, device_name,  # noqa: E402
                      evaluate, fit, load_checkpoint, predict, save_checkpoint, seed_everything, select_device)
+from .goals import ASSIGNMENTS, GOALS, Goal  # noqa: E402
 from .gpu_loader import CropFlipCutout, GpuLoader  # noqa: E402
 from .loaders import ArrayDataset, make_crop_flip_loader, make_eval_loader, make_loader  # noqa: E402
 from .models import count_parameters  # noqa: E402
@@ -28,6 +29,7 @@ __all__ = [
     "load_cifar10", "read_batch", "synthetic_cifar10", "train_val_split", "write_synthetic_cifar10",
     "EarlyStopping", "History", "TrainingDiverged", "autocast_dtype", "device_name", "evaluate", "fit",
     "load_checkpoint", "predict", "save_checkpoint", "seed_everything", "select_device", "ModelEMA",
+    "ASSIGNMENTS", "GOALS", "Goal",
     "ArrayDataset", "make_loader", "count_parameters", "describe_run", "load_data", "report_goal", "smoke_mode",
     "CropFlipCutout", "GpuLoader", "make_crop_flip_loader", "make_eval_loader",
     "plot_confusion_matrix", "plot_history", "plot_misclassified", "plot_per_class_accuracy", "plot_samples",

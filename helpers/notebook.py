@@ -7,7 +7,8 @@ import platform
 import torch
 
 from .data import Cifar10, load_cifar10, synthetic_cifar10
-from .engine import device_name, select_device
+from .engine import History, device_name, select_device
+from .goals import Goal
 
 
 def smoke_mode() -> bool:
@@ -38,19 +39,32 @@ def describe_run(data: Cifar10, device: torch.device | str) -> str:
     return text
 
 
-def report_goal(history, goal: float, max_epochs: int | None = None, metric: str = "test_acc") -> str:
-    """Say whether the run met its accuracy goal (within `max_epochs`), from the history itself; also printed."""
-    values = history[metric]
-    measured = [(v, e) for v, e in zip(values, history["epoch"]) if v is not None]
-    if not measured:
-        text = f"No {metric} was measured."
-    else:
-        best, best_epoch = max(measured)
-        within = [e for v, e in measured if v >= goal and (max_epochs is None or e <= max_epochs)]
-        limit = f" within {max_epochs} epochs" if max_epochs else ""
-        verdict = (f"goal {goal:.2%}{limit} MET first at epoch {within[0]}" if within
-                   else f"goal {goal:.2%}{limit} NOT met (short by {goal - best:.2%})")
-        text = (f"Best {metric} {best:.2%} at epoch {best_epoch} of {len(history)}; final {measured[-1][0]:.2%}; "
-                f"{verdict}.")
+def report_goal(history: History, goal: Goal, parameters: int | None = None) -> str:
+    """Say whether the run met `goal`, judged on the single raw model `fit` returned; also printed.
+
+    The EMA and flip-TTA accuracies of the same run are shown beside the verdict, never instead of it.
+    """
+    final = history.final_model
+    accuracy = final.get("test_acc", history.final("test_acc"))
+    if accuracy is None:
+        text = f"Goal {goal}: no test accuracy was measured."
+        print(text)
+        return text
+    missed = goal.shortfalls(accuracy, len(history), parameters)
+    verdict = "MET" if not missed else f"NOT met ({'; '.join(missed)})"
+    epoch = final.get("epoch", len(history))
+    lines = [f"Goal {goal}: {verdict}. Raw model: {accuracy:.2%} test accuracy after {len(history)} epochs"
+             + (f" (weights of epoch {epoch})" if epoch != len(history) else "")
+             + (f", {parameters:,} parameters" if parameters is not None else "") + "."]
+    best = history.best("test_acc")
+    beside = [f"best epoch of the raw model {best:.2%}"] if best is not None else []
+    if "test_acc_tta" in final:
+        beside.append(f"flip TTA {final['test_acc_tta']:.2%}")
+    if "test_acc_ema" in final:
+        beside.append(f"EMA weights {final['test_acc_ema']:.2%}"
+                      + (f" (flip TTA {final['test_acc_ema_tta']:.2%})" if "test_acc_ema_tta" in final else ""))
+    if beside:
+        lines.append("Beside it, not used for the goal: " + "; ".join(beside) + ".")
+    text = "\n".join(lines)
     print(text)
     return text

@@ -1,4 +1,4 @@
-"""Run records: one small JSON per full run under `results/`, and the README results table built from them."""
+"""Run records: one small JSON per full run under `results/`; `helpers.results` builds the README table from them."""
 from __future__ import annotations
 
 import json
@@ -27,11 +27,21 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
+def record_path(name: str, seed: int = 0, results_dir: str | os.PathLike | None = None) -> Path:
+    """Where the run record of notebook `name` with `seed` goes: `results/<name>.json`, `<name>_seed<k>.json`."""
+    folder = PROJECT_ROOT / (results_dir if results_dir is not None else "results")  # relative: to the project
+    return folder / (f"{name}.json" if seed == 0 else f"{name}_seed{seed}.json")
+
+
 def save_run_record(name: str, model: nn.Module, history: History, *, data_source: str,
-                    device: torch.device | str, wall_seconds: float, results_dir: str | os.PathLike | None = None,
-                    extra: dict | None = None) -> Path:
-    """Write `results/<name>.json`: model, parameters, epochs, best/final test accuracy, wall time, device,
-    torch version, data source and git commit. Returns the path."""
+                    device: torch.device | str, wall_seconds: float, seed: int, smoke: bool,
+                    results_dir: str | os.PathLike | None = None, extra: dict | None = None) -> Path:
+    """Write the run record of notebook `name` (see `record_path`) and return its path.
+
+    It holds the model, parameters, epochs, best and final test accuracy of the raw and EMA weights, what `fit`
+    measured on the returned model (`history.final_model`: flip TTA too), wall time, device, torch version, data
+    source, seed, git commit, whether it was a smoke run, and the whole history.
+    """
     record = {
         "name": name,
         "model": type(model).__name__,
@@ -40,17 +50,21 @@ def save_run_record(name: str, model: nn.Module, history: History, *, data_sourc
         "best_test_acc": history.best("test_acc"),
         "final_test_acc": history.final("test_acc"),
         "best_val_acc": history.best("val_acc"),
+        "best_test_acc_ema": history.best("test_acc_ema"),
+        "final_test_acc_ema": history.final("test_acc_ema"),
+        "final_model": history.final_model,
         "wall_seconds": round(wall_seconds, 1),
         "device": device_name(device),
         "torch": torch.__version__,
         "data": data_source,
+        "seed": seed,
+        "smoke": smoke,
         "git_commit": git_commit(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "history": history.records,
         **(extra or {}),
     }
-    folder = PROJECT_ROOT / (results_dir if results_dir is not None else "results")  # relative: to the project
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
+    path = record_path(name, seed, results_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
     return path

@@ -41,6 +41,11 @@ def test_history_best_final_and_plot(history):
     loss_ax, acc_ax, _ = fig.axes
     assert [line.get_label() for line in acc_ax.get_lines()[:2]] == ["train", "test"]
     assert np.allclose(acc_ax.get_lines()[1].get_ydata(), [50, 70, 65])  # plotted in percent
+    for record, ema_acc in zip(history.records, [0.55, 0.75, 0.72]):
+        record["test_acc_ema"] = ema_acc
+    _, acc_ax, _ = h.plot_history(history).axes
+    assert [line.get_label() for line in acc_ax.get_lines()[:3]] == ["train", "test", "test EMA"]
+    assert np.allclose(acc_ax.get_lines()[2].get_ydata(), [55, 75, 72])
 
 
 def test_image_plots_accept_uint8_and_normalized_tensors():
@@ -61,20 +66,40 @@ def test_image_plots_accept_uint8_and_normalized_tensors():
 
 def test_run_record(tmp_path, history):
     model = torch.nn.Linear(4, 2)
+    history.final_model = {"epoch": 3, "epochs": 3, "test_acc": 0.65, "test_acc_tta": 0.66, "test_images": 60}
     path = h.save_run_record("demo", model, history, data_source="synthetic", device="cpu", wall_seconds=12.345,
-                             results_dir=tmp_path, extra={"note": "x"})
+                             seed=0, smoke=True, results_dir=tmp_path, extra={"note": "x"})
+    assert path == tmp_path / "demo.json"
     record = json.loads(path.read_text())
     assert record["parameters"] == 10 and record["epochs"] == 3
     assert record["best_test_acc"] == 0.7 and record["final_test_acc"] == 0.65
+    assert record["final_model"]["test_acc_tta"] == 0.66 and record["best_test_acc_ema"] is None
     assert record["device"].startswith("cpu") and record["torch"] == torch.__version__
     assert record["wall_seconds"] == 12.3 and record["data"] == "synthetic" and record["note"] == "x"
+    assert record["seed"] == 0 and record["smoke"] is True
     assert "git_commit" in record and len(record["history"]) == 3
+    other_seed = h.save_run_record("demo", model, history, data_source="synthetic", device="cpu", wall_seconds=1,
+                                   seed=4, smoke=True, results_dir=tmp_path)
+    assert other_seed == tmp_path / "demo_seed4.json"
 
 
-def test_report_goal(history, capsys):
-    assert "NOT met (short by 4.00%)" in h.report_goal(history, goal=0.74)
-    assert "MET first at epoch 2" in h.report_goal(history, goal=0.7, max_epochs=3)
-    assert "NOT met" in h.report_goal(history, goal=0.7, max_epochs=1)
+def test_report_goal_judges_the_raw_model_and_shows_ema_and_tta_beside_it(history):
+    goal = h.Goal(0.64, max_epochs=3)
+    history.final_model = {"epoch": 3, "epochs": 3, "test_acc": 0.65, "test_acc_tta": 0.80,
+                           "test_acc_ema": 0.90, "test_acc_ema_tta": 0.95, "test_images": 60}
+    text = h.report_goal(history, goal)
+    assert text.startswith("Goal ≥ 64.0 % in ≤ 3 epochs: MET. Raw model: 65.00%")
+    assert "not used for the goal: best epoch of the raw model 70.00%; flip TTA 80.00%; EMA weights 90.00% " \
+           "(flip TTA 95.00%)" in text
+    # EMA and TTA above the goal never turn a raw miss into a success; nor does a better earlier epoch.
+    assert "NOT met (accuracy short by 5.00%)" in h.report_goal(history, h.Goal(0.70))
+    assert "NOT met (3 epochs > 2)" in h.report_goal(history, h.Goal(0.5, max_epochs=2))
+    assert "NOT met (10 parameters ≥ 10)" in h.report_goal(history, h.Goal(0.5, max_parameters=10), parameters=10)
+    history.final_model = {"epoch": 2, "epochs": 3, "test_acc": 0.70, "test_images": 60}  # early stopping restored
+    assert "MET. Raw model: 70.00% test accuracy after 3 epochs (weights of epoch 2)" in h.report_goal(
+        history, h.Goal(0.70))
+    history.final_model = {}  # a history made by hand: the last epoch's test accuracy
+    assert "Raw model: 65.00%" in h.report_goal(history, h.Goal(0.6))
 
 
 def test_model_summary_prints_table_and_counts(capsys):

@@ -1,0 +1,122 @@
+"""The README results table: generated from run records, refusing smoke runs, and in step with results/."""
+import json
+import statistics
+
+import pytest
+import torch
+
+import helpers as h
+from helpers import results
+
+NOTEBOOKS = sorted((h.PROJECT_ROOT / "notebooks").glob("0*.ipynb"))
+
+
+def make_record(folder, name="04_resnet9_onecycle", seed=0, test_acc=0.9412, smoke=False, test_images=10_000,
+                ema=0.9431):
+    history = h.History()
+    for epoch, acc in enumerate([0.80, 0.9420, test_acc], start=1):
+        history.append({"epoch": epoch, "lr": 0.1, "train_loss": 1.0, "train_acc": acc, "test_loss": 0.3,
+                        "test_acc": acc, "test_acc_ema": ema, "seconds": 10.0})
+    history.final_model = {"epoch": 3, "epochs": 3, "test_acc": test_acc, "test_acc_tta": test_acc + 0.003,
+                           "test_acc_ema": ema, "test_acc_ema_tta": ema + 0.002, "test_images": test_images}
+    return h.save_run_record(name, torch.nn.Linear(4, 2), history, device="cpu", wall_seconds=90.0, seed=seed,
+                             data_source="CIFAR-10 batch files in /x (decoded from JPEG files: ...)", smoke=smoke,
+                             results_dir=folder)
+
+
+def rows(readme_text):
+    """{notebook number: [cells]} of the generated table."""
+    section = readme_text.split(results.BEGIN)[1].split(results.END)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| 0")]
+    return {line.split(" | ")[0][2:]: [c.strip() for c in line.strip("| ").split(" | ")] for line in lines}
+
+
+@pytest.fixture
+def readme(tmp_path):
+    path = tmp_path / "README.md"
+    path.write_text(f"# Title\n\nbefore\n\n{results.BEGIN}\nstale\n{results.END}\n\nafter\n")
+    return path
+
+
+def test_readme_table_matches_the_records_in_results():
+    records = results.load_records(h.PROJECT_ROOT / "results")
+    assert results.readme_is_current(h.PROJECT_ROOT / "README.md", records), \
+        "README's results table is out of date: run python -m helpers.results"
+
+
+def test_table_round_trips_hand_made_records(tmp_path, readme):
+    make_record(tmp_path / "results", "01_resnet18_baseline", test_acc=0.9512)
+    records = results.load_records(tmp_path / "results")
+    assert results.update_readme(readme, records) is True
+    assert results.update_readme(readme, records) is False  # idempotent
+    assert results.readme_is_current(readme, records)
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nbefore\n\n") and text.endswith("\n\nafter\n") and "stale" not in text
+    table = rows(text)
+    assert list(table) == ["01", "02", "03", "04", "05"]
+    cells = dict(zip(results.COLUMNS, table["01"]))
+    assert cells["test acc. (raw model)"] == "95.12 %" and cells["best epoch"] == "95.12 %"
+    assert cells["EMA weights"] == "94.31 %" and cells["flip TTA (raw / EMA)"] == "95.42 % / 94.51 %"
+    assert cells["goal"] == "≥ 95.0 % in ≤ 30 epochs" and cells["verdict"] == "met"
+    assert cells["reference"] == "87.66 % at 46 epochs" and cells["training time"] == "1.5 min"
+    assert cells["data"] == "re-encoded JPEG copy" and cells["epochs"] == "3" and cells["parameters"] == "10"
+    assert dict(zip(results.COLUMNS, table["02"]))["test acc. (raw model)"] == "no full run recorded yet"
+    # A record that changes afterwards no longer matches the README.
+    path = tmp_path / "results" / "01_resnet18_baseline.json"
+    record = json.loads(path.read_text())
+    record["final_model"]["test_acc"] = 0.9490
+    path.write_text(json.dumps(record))
+    changed = results.load_records(tmp_path / "results")
+    assert not results.readme_is_current(readme, changed)
+    results.update_readme(readme, changed)
+    assert dict(zip(results.COLUMNS, rows(readme.read_text())["01"]))["verdict"] == "not met: accuracy short by 0.10%"
+
+
+def test_several_seeds_give_mean_and_standard_deviation_and_the_verdict_on_the_mean(tmp_path, readme):
+    accuracies = [0.9370, 0.9400, 0.9424]
+    for seed, acc in enumerate(accuracies):
+        make_record(tmp_path, seed=seed, test_acc=acc)
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == [
+        "04_resnet9_onecycle.json", "04_resnet9_onecycle_seed1.json", "04_resnet9_onecycle_seed2.json"]
+    results.update_readme(readme, results.load_records(tmp_path))
+    cells = dict(zip(results.COLUMNS, rows(readme.read_text())["04"]))
+    mean, sd = statistics.mean(accuracies), statistics.stdev(accuracies)
+    assert cells["test acc. (raw model)"] == f"{mean:.2%} ± {sd * 100:.2f} % (3 seeds)".replace("%", " %", 1)
+    assert cells["verdict"] == "not met: accuracy short by 0.02%"  # mean 93.98 %: seeds at 94 % do not make the mean
+
+
+def test_smoke_and_partial_records_never_enter_the_table(tmp_path):
+    make_record(tmp_path / "smoke", smoke=True)
+    with pytest.raises(ValueError, match="smoke run"):
+        results.load_records(tmp_path / "smoke")
+    make_record(tmp_path / "partial", test_images=500)
+    with pytest.raises(ValueError, match="500 images, not the full 10,000"):
+        results.load_records(tmp_path / "partial")
+    make_record(tmp_path / "unknown", name="99_other")
+    with pytest.raises(ValueError, match="belongs to no notebook"):
+        results.load_records(tmp_path / "unknown")
+
+
+def test_command_line_check_and_rewrite(tmp_path, readme, capsys):
+    make_record(tmp_path / "results")
+    args = ["--results", str(tmp_path / "results"), "--readme", str(readme)]
+    assert results.main([*args, "--check"]) == 1
+    assert results.main(args) == 0 and "rewritten" in capsys.readouterr().out
+    assert results.main([*args, "--check"]) == 0
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="markers"):
+        results.main(args)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_state_and_judge_their_goal_from_the_one_table_of_goals(path):
+    cells = json.loads(path.read_text())["cells"]
+    goal = h.GOALS[path.stem]
+    intro = "".join(cells[0]["source"])
+    assert f"**≥ {goal.accuracy * 100:.1f} % test accuracy" in intro
+    if goal.max_epochs is not None:
+        assert f"{goal.max_epochs}\nepochs**" in intro or f"{goal.max_epochs} epochs**" in intro
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert f'h.report_goal(history, h.GOALS["{path.stem}"], parameters=n_parameters)' in code
+    assert f'h.save_run_record("{path.stem}", model, history' in code.replace("\n    ", " ")
+    assert "seed=SEED, smoke=SMOKE" in code
