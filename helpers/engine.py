@@ -317,7 +317,8 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
       epoch (others); `scheduler_interval` overrides the guess.
     - `early_stopping`: patience (int) or an `EarlyStopping`; it watches the validation set only, never the test set.
     - `ema`: a `ModelEMA` of `model`, updated after every optimizer step and evaluated every epoch beside the raw
-      weights (`val_acc_ema`, `test_acc_ema`, ...). Early stopping and ReduceLROnPlateau still watch the raw model.
+      weights (`val_acc_ema`, `test_acc_ema`, ...: one more evaluation pass per split and epoch), and saved in the
+      checkpoint. Early stopping and ReduceLROnPlateau still watch the raw model.
     - At the end, the returned model (and `ema.module`) is measured on the test set, plainly and, with `flip_tta`,
       as the mean softmax over each image and its mirror: `history.final_model`. This costs three forward passes
       of the test set per model, once; the per-epoch log stays without TTA.
