@@ -83,6 +83,9 @@ class History:
     records: list[dict] = field(default_factory=list)
     final_model: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:  # records of an older checkpoint get the columns added since, as None
+        self.records = [{k: record.get(k) for k in ("epoch", *METRICS)} for record in self.records]
+
     def append(self, record: dict) -> None:
         self.records.append({k: record.get(k) for k in ("epoch", *METRICS)})
 

@@ -34,6 +34,11 @@ def test_misclassified_most_confident_first():
     assert misclassified_indices(y_true, y_pred, n=1).tolist() == [1]
 
 
+def test_history_from_an_older_checkpoint_gets_the_new_columns_as_none():
+    old = h.History([{"epoch": 1, "lr": 0.1, "train_loss": 1.0, "test_acc": 0.5, "seconds": 1.0}])
+    assert old["test_acc_ema"] == [None] and "test_acc_ema" not in old.table()
+
+
 def test_history_best_final_and_plot(history):
     assert history.best("test_acc") == 0.7 and history.final("test_acc") == 0.65
     assert history.best("val_acc") is None
