@@ -22,8 +22,8 @@ def test_notebook04_pipeline_learns_real_cifar10(real_root, tmp_path):
     papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), parameters=params,
                                cwd=str(NOTEBOOK.parent), kernel_name="python3", progress_bar=False)
     record = json.loads((tmp_path / "04_resnet9_onecycle.json").read_text())
-    print(f"real-data accuracy after 2 CPU epochs on 1,600 images: {record['final_model']['test_acc']:.2%} "
-          f"({record['wall_seconds']:.0f} s of training)")
+    print(f"real data, 2 CPU epochs on 1,600 images ({record['wall_seconds']:.0f} s of training): "
+          f"{h.engine.describe_final_model(record['final_model'])}")
     assert record["data"].startswith("CIFAR-10 batch files") and "SYNTHETIC" not in record["data"]
     assert record["epochs"] == 2 and record["parameters"] == 6_573_130
     assert record["final_model"]["test_acc"] > 0.30
