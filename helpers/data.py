@@ -105,8 +105,14 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     Raises `DataError` naming the file if it is truncated, corrupt or of the wrong shape, and `UnsafePickleError`
     (before anything runs) if it is a pickle that would call more than numpy needs.
     """
-    batch = load_dict(path, ("data", "labels"), DataError,
-                      hint="Delete it and write or download the dataset again.")
+    return _batch_arrays(_load_batch(path), path)
+
+
+def _load_batch(path: str | os.PathLike) -> dict:
+    return load_dict(path, ("data", "labels"), DataError, hint="Delete it and write or download the dataset again.")
+
+
+def _batch_arrays(batch: dict, path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(batch["data"])
     labels = np.asarray(batch["labels"], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
@@ -137,14 +143,15 @@ def _read_folder(folder: Path, source: str) -> Cifar10:
     if missing:
         raise DataError(f"{folder} is incomplete: missing {', '.join(missing)}")
     train = [read_batch(folder / name) for name in TRAIN_FILES]
-    test_images, test_labels = read_batch(folder / TEST_FILE)
+    test_batch = _load_batch(folder / TEST_FILE)
+    test_images, test_labels = _batch_arrays(test_batch, folder / TEST_FILE)
     return Cifar10(np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train]),
-                   test_images, test_labels, _read_classes(folder), source + _jpeg_note(folder))
+                   test_images, test_labels, _read_classes(folder), source + _jpeg_note(test_batch))
 
 
-def _jpeg_note(folder: Path) -> str:
-    """A note for the data source when the test batch's images were decoded from JPEG files (a re-encoded copy)."""
-    names = load_dict(folder / TEST_FILE, ()).get("filenames") or []
+def _jpeg_note(batch: dict) -> str:
+    """A note for the data source when the batch's images were decoded from JPEG files (a re-encoded copy)."""
+    names = batch.get("filenames") or []
     as_text = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     if as_text and all(n.lower().endswith((".jpg", ".jpeg")) for n in as_text):
         return " (decoded from JPEG files: a re-encoded copy such as the offline JPEG-75 one, not the original pixels)"

@@ -25,7 +25,6 @@ class ModelEMA:
             raise ValueError(f"every must be a positive number of steps, not {every}")
         self.decay, self.every, self.warmup = decay, every, warmup
         self.steps = 0  # optimizer steps seen
-        self._update_decay = decay**every
         self.averaged = AveragedModel(model, multi_avg_fn=self._average, use_buffers=True)
 
     @property
@@ -42,11 +41,11 @@ class ModelEMA:
         """Count one optimizer step of `model`; every `every` steps, move the average towards its weights."""
         self.steps += 1
         if self.steps % self.every == 0:
-            self._update_decay = self.update_decay(self.steps // self.every - 1)
             self.averaged.update_parameters(model)
 
     def _average(self, averaged, current, num_averaged) -> None:
-        get_ema_multi_avg_fn(self._update_decay)(averaged, current, num_averaged)
+        decay = self.update_decay(self.steps // self.every - 1)  # this update's index, from the step count
+        get_ema_multi_avg_fn(decay)(averaged, current, num_averaged)
 
     def state_dict(self) -> dict:
         return {"averaged": self.averaged.state_dict(), "steps": self.steps}

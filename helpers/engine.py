@@ -84,10 +84,14 @@ class History:
     final_model: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # records of an older checkpoint get the columns added since, as None
-        self.records = [{k: record.get(k) for k in ("epoch", *METRICS)} for record in self.records]
+        self.records = [self._columns(record) for record in self.records]
+
+    @staticmethod
+    def _columns(record: dict) -> dict:
+        return {k: record.get(k) for k in ("epoch", *METRICS)}
 
     def append(self, record: dict) -> None:
-        self.records.append({k: record.get(k) for k in ("epoch", *METRICS)})
+        self.records.append(self._columns(record))
 
     def __getitem__(self, metric: str) -> list:
         return [r[metric] for r in self.records]
