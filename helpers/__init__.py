@@ -14,8 +14,8 @@ from .ema import ModelEMA  # noqa: E402
 from .engine import (EarlyStopping, History, TrainingDiverged, autocast_dtype, device_name,  # noqa: E402
                      evaluate, fit, load_checkpoint, predict, save_checkpoint, seed_everything, select_device)
 from .goals import ASSIGNMENTS, GOALS, Goal  # noqa: E402
-from .gpu_loader import CropFlipCutout, GpuLoader  # noqa: E402
-from .loaders import ArrayDataset, make_crop_flip_loader, make_eval_loader, make_loader  # noqa: E402
+from .gpu_loader import Augmentation, GpuLoader  # noqa: E402
+from .loaders import ArrayDataset, make_eval_loader, make_loader, make_train_loader  # noqa: E402
 from .models import count_parameters  # noqa: E402
 from .notebook import describe_run, load_data, report_goal, smoke_mode  # noqa: E402
 from .plots import (plot_confusion_matrix, plot_history, plot_misclassified, plot_per_class_accuracy,  # noqa: E402
@@ -31,7 +31,7 @@ __all__ = [
     "load_checkpoint", "predict", "save_checkpoint", "seed_everything", "select_device", "ModelEMA",
     "ASSIGNMENTS", "GOALS", "Goal",
     "ArrayDataset", "make_loader", "count_parameters", "describe_run", "load_data", "report_goal", "smoke_mode",
-    "CropFlipCutout", "GpuLoader", "make_crop_flip_loader", "make_eval_loader",
+    "Augmentation", "GpuLoader", "make_train_loader", "make_eval_loader",
     "plot_confusion_matrix", "plot_history", "plot_misclassified", "plot_per_class_accuracy", "plot_samples",
     "save_run_record", "model_summary", "models", "transforms", "linear_one_cycle", "plot_lr_schedule",
     "warmup_cosine",

@@ -8,6 +8,12 @@ For each: training images/s (forward + backward + SGD step, the engine's mixed p
 data-only images/s (the loader alone, batches moved to the device), each the median of `--repeats` timed chunks
 of `--steps` steps after warm-up (CUDA events on a GPU, time.perf_counter elsewhere). Ratios are to path (a).
 
+Then the notebooks' stronger augmentations (02: flip, shift/scale/rotate, cutout; 03: crop, flip, quarter turns,
+rotation, cutout; 05: crop, flip, RandAugment, RandomErasing), each on its CPU path (DataLoader, albumentations or
+torchvision v2) and its GPU path (`GpuLoader`): data-only images/s over whole epochs of `--pipeline-images`
+images. On CUDA also the training images/s of the notebook's model and batch size with the GPU path, against the
+same with crop and flip only: the epoch-time cost of the augmentation.
+
 On CUDA it also trains airbench94 (Keller Jordan's 94 % CIFAR-10 speedrun) on the same local data and prints
 its time and accuracy next to notebook 04's 24-epoch result (results/04_*.json). airbench is not a dependency
 of this project; on a GPU machine:
@@ -44,10 +50,33 @@ from torch.utils.data import DataLoader, Dataset
 from . import models
 from .data import CIFAR10_MEAN, CIFAR10_STD, PROJECT_ROOT, Cifar10, load_cifar10
 from .engine import autocast, autocast_dtype, describe_final_model, device_name, select_device, to_device
-from .gpu_loader import CropFlipCutout, GpuLoader
+from .gpu_loader import Augmentation, GpuLoader
 from .loaders import default_num_workers, make_loader
 
-AUGMENT = CropFlipCutout(crop_padding=4, flip=True)  # what all three paths do
+AUGMENT = Augmentation(crop_padding=4, flip=True)  # what all three paths do
+
+
+@dataclass(frozen=True)
+class NotebookPipeline:
+    """A notebook's training augmentation, model and batch size (as its parameter cell sets them)."""
+
+    name: str
+    augment: Augmentation
+    model: str
+    batch_size: int
+
+
+PIPELINES = (
+    NotebookPipeline("02 flip, shift/scale/rotate, cutout",
+                     Augmentation(crop_padding=0, flip=True, rotate_limit=10, scale_limit=0.1, shift_limit=0.1,
+                                  affine_p=0.5, cutout_size=8, cutout_p=0.5), "lightnet", 128),
+    NotebookPipeline("03 crop, flip, rot90, rotate, cutout",
+                     Augmentation(crop_padding=4, flip=True, rotate90_p=0.1, rotate_limit=10, affine_p=0.5,
+                                  cutout_size=8, cutout_p=0.5), "resnet18", 128),
+    NotebookPipeline("05 crop, flip, RandAugment, erasing",
+                     Augmentation(crop_padding=4, flip=True, randaugment_ops=2, randaugment_magnitude=9,
+                                  erasing_p=0.25), "resnet_kaggle", 128),
+)
 
 
 class TorchvisionDataset(Dataset):
@@ -79,7 +108,7 @@ def build_loaders(images: np.ndarray, labels: np.ndarray, batch_size: int, devic
     """The three training loaders, keyed by the name printed in the table."""
     return {
         "(a) torchvision DataLoader": torchvision_loader(images, labels, batch_size, device, num_workers),
-        "(b) albumentations DataLoader": make_loader(images, labels, AUGMENT.albumentations(), batch_size,
+        "(b) albumentations DataLoader": make_loader(images, labels, AUGMENT.cpu_transform(), batch_size,
                                                      train=True, device=device, num_workers=num_workers),
         "(c) GpuLoader": GpuLoader(images, labels, batch_size, train=True, device=device, augment=AUGMENT),
     }
@@ -155,6 +184,60 @@ def train_throughput(make_model: Callable[[], nn.Module], loader, batch_size: in
         scaler.update()
 
     return steps * batch_size / median_seconds(step, steps, repeats, warmup, device)
+
+
+def epoch_throughput(loader, device: torch.device, repeats: int) -> float:
+    """Images/s of whole epochs of `loader` (batches moved to the device), the median of `repeats` after one."""
+    images = len(loader) * loader.batch_size
+
+    def epoch() -> None:
+        for batch in loader:
+            to_device(*batch, device, channels_last=device.type == "cuda")
+
+    return images / median_seconds(epoch, 1, repeats, 1, device)
+
+
+@dataclass
+class PipelineMeasurement:
+    pipeline: NotebookPipeline
+    cpu_images_per_s: float
+    gpu_images_per_s: float
+    train_images_per_s: float | None = None            # GPU path, the notebook's augmentation ...
+    crop_flip_train_images_per_s: float | None = None  # ... and crop + flip only
+
+
+def measure_pipeline(pipeline: NotebookPipeline, images: np.ndarray, labels: np.ndarray, device: torch.device,
+                     repeats: int, num_workers: int | None, train: bool, compile: bool) -> PipelineMeasurement:
+    """One notebook's augmentation: data-only images/s on both paths; with `train`, the training images/s of its
+    model on the GPU path with it and with crop + flip only (one epoch of `images` per timed chunk)."""
+    batch = pipeline.batch_size
+    cpu = make_loader(images, labels, pipeline.augment.cpu_transform(), batch, train=True, device=device,
+                      num_workers=num_workers)
+    gpu = GpuLoader(images, labels, batch, train=True, device=device, augment=pipeline.augment)
+    result = PipelineMeasurement(pipeline, epoch_throughput(cpu, device, repeats),
+                                 epoch_throughput(gpu, device, repeats))
+    if train:
+        crop_flip = GpuLoader(images, labels, batch, train=True, device=device,
+                              augment=Augmentation(crop_padding=pipeline.augment.crop_padding, flip=True))
+        result.train_images_per_s, result.crop_flip_train_images_per_s = (
+            train_throughput(models.FACTORIES[pipeline.model], loader, batch, device, len(loader), repeats,
+                             len(loader), compile) for loader in (gpu, crop_flip))
+    return result
+
+
+def pipelines_table(rows: Sequence[PipelineMeasurement]) -> str:
+    """Per notebook: data-only images/s of both paths and their ratio; training images/s where measured."""
+    lines = ["| notebook augmentation | CPU path images/s | GPU path images/s | GPU / CPU | model, batch | "
+             "training images/s (GPU path) | same, crop + flip only | epoch time × crop + flip |",
+             "|---|---:|---:|---:|---|---:|---:|---:|"]
+    for r in rows:
+        trained = r.train_images_per_s is not None
+        lines.append(
+            f"| {r.pipeline.name} | {r.cpu_images_per_s:,.0f} | {r.gpu_images_per_s:,.0f} | "
+            f"{r.gpu_images_per_s / r.cpu_images_per_s:.1f} | {r.pipeline.model}, {r.pipeline.batch_size} | "
+            + (f"{r.train_images_per_s:,.0f} | {r.crop_flip_train_images_per_s:,.0f} | "
+               f"{r.crop_flip_train_images_per_s / r.train_images_per_s:.2f} |" if trained else "- | - | - |"))
+    return "\n".join(lines)
 
 
 def markdown_table(rows: Sequence[Measurement]) -> str:
@@ -255,6 +338,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers for (a), (b)")
     parser.add_argument("--data-only", action="store_true", help="measure the loaders without the model")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--pipeline-images", type=int, default=None,
+                        help="images per epoch of the notebook pipelines (default: 10,000 on CUDA, 1,024 elsewhere)")
+    parser.add_argument("--train-pipelines", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time training with each pipeline (default: on CUDA only)")
     parser.add_argument("--no-airbench", action="store_true", help="skip airbench94 on CUDA")
     parser.add_argument("--data-root", default=None, help="CIFAR-10 root (default: $CIFAR10_ROOT or data/)")
     parser.add_argument("--out", default=None, help="markdown file (default: results/bench_<device type>.md)")
@@ -286,6 +373,16 @@ def main(argv: Sequence[str] | None = None) -> str:
         print(f"{path}: data {data_rate:,.0f} images/s" + ("" if train_rate is None else
                                                             f", training {train_rate:,.0f} images/s"), flush=True)
 
+    pipeline_data = data.subset(min(args.pipeline_images or (10_000 if cuda else 1024), n_images), None)
+    train_pipelines = (cuda if args.train_pipelines is None else args.train_pipelines) and not args.data_only
+    pipeline_rows = []
+    for pipeline in PIPELINES:
+        row = measure_pipeline(pipeline, pipeline_data.train_images, pipeline_data.train_labels, device,
+                               args.repeats, args.workers, train_pipelines, args.compile)
+        pipeline_rows.append(row)
+        print(f"{pipeline.name}: CPU path {row.cpu_images_per_s:,.0f} images/s, GPU path "
+              f"{row.gpu_images_per_s:,.0f} images/s", flush=True)
+
     amp = autocast_dtype(device)
     report = "\n".join([
         f"# Input-pipeline benchmark on {device_name(device)}", "",
@@ -298,6 +395,15 @@ def main(argv: Sequence[str] | None = None) -> str:
         f"{default_num_workers(device) if args.workers is None else args.workers}",
         "- augmentation on every path: random crop (4 px zero padding), horizontal flip, normalization", "",
         markdown_table(rows), "",
+        "## The notebooks' stronger augmentations", "",
+        f"- data-only: whole epochs of {len(pipeline_data.train_labels):,} images, median of {args.repeats} after one "
+        f"warm-up epoch; CPU path: DataLoader with "
+        f"{default_num_workers(device) if args.workers is None else args.workers} workers (albumentations; "
+        "torchvision v2 for RandAugment), GPU path: GpuLoader on this device",
+        "- training: " + ("each notebook's model and batch size on the GPU path, one epoch per timed chunk; the last "
+                          "column is the epoch time with the notebook's augmentation over that with crop and flip "
+                          "only" if train_pipelines else "not measured here (on CUDA by default; --train-pipelines)"),
+        "", pipelines_table(pipeline_rows), "",
         airbench_section(data, device) if not args.no_airbench else "airbench94: skipped (--no-airbench).", ""])
     print("\n" + report)
     out = Path(args.out or PROJECT_ROOT / "results" / f"bench_{device.type}.md")

@@ -1,24 +1,25 @@
-"""GPU-resident CIFAR-10 loader: the uint8 dataset lives on the device, augmentation is a few batched tensor ops.
+"""GPU-resident CIFAR-10 loader: the uint8 dataset lives on the device, augmentation is batched tensor ops.
 
 A CPU pipeline (PIL/albumentations per image, worker processes, host-to-device copies) cannot keep a modern GPU
-busy on 32x32 images. Like airbench and hlb-cifar10, `GpuLoader` copies the uint8 images to the device once and,
-per batch, does random crop with padding, horizontal flip and cutout as one gather plus a few elementwise ops.
-Its augmentations match the albumentations path (`CropFlipCutout.albumentations()`) in distribution; the tests in
-tests/test_gpu_loader.py check it.
+busy on 32x32 images. Like airbench and hlb-cifar10, `GpuLoader` copies the uint8 images to the device once and
+augments a chunk of several thousand images at a time: random crop, flip and quarter turns as one gather, then
+rotation / scale / shift, RandAugment, cutout and RandomErasing as batched ops (`helpers.gpu_augment`). Every random
+choice of an epoch is drawn up front from a generator seeded per epoch, so a resumed run replays the same epochs.
 
-Usage (the engine calls `set_epoch` itself, so seeded runs are reproducible and resumable):
+`Augmentation` describes what to do once, for either pipeline: `.gpu_loader(...)` here, `.cpu_transform()` for
+a DataLoader (albumentations, or torchvision v2 for RandAugment and RandomErasing). The two match in distribution;
+tests/test_gpu_loader.py and tests/test_gpu_augment.py check it.
 
-    augment = CropFlipCutout(crop_padding=4, flip=True, cutout_size=8)
+    augment = Augmentation(crop_padding=4, flip=True, cutout_size=8)
     train_loader = GpuLoader(images, labels, batch_size=512, train=True, device="cuda", augment=augment)
     test_loader = GpuLoader(test_images, test_labels, batch_size=1024, train=False, device="cuda")
 
-`helpers.loaders.make_crop_flip_loader(..., backend="auto")` picks this loader on CUDA and the albumentations
-DataLoader elsewhere.
+`helpers.loaders.make_train_loader(..., backend="auto")` picks this loader on CUDA and the CPU DataLoader elsewhere.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Iterator
 
 import albumentations as A
@@ -26,41 +27,82 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import gpu_augment as G
 from . import transforms as T
 from .data import CIFAR10_MEAN, CIFAR10_STD
 
+CHUNK_IMAGES = 8192  # images augmented together under RandAugment (whole batches): few calls, bounded memory
+
 
 @dataclass(frozen=True)
-class CropFlipCutout:
-    """The standard CIFAR-10 augmentation, buildable for either pipeline.
+class Augmentation:
+    """A CIFAR-10 training augmentation, buildable for either pipeline. Applied in this order:
 
     - `crop_padding`: pad each side by this many pixels (zeros, or reflected with `reflect`), crop 32x32 back at a
       uniformly random offset; 0 disables the crop.
     - `flip`: mirror left-right with probability 0.5.
+    - `rotate90_p`: with this probability k counter-clockwise quarter turns, k uniform in 0..3 (albumentations
+      `RandomRotate90`).
+    - `rotate_limit`, `scale_limit`, `shift_limit` with probability `affine_p`: rotation by an angle uniform in
+      ±limit degrees, x and y scale in 1 ± limit, x and y shift up to ±limit of the size; bilinear, the uncovered
+      border filled with the dataset mean pixel (albumentations `Rotate`, or `Affine` when scale or shift is set).
+    - `randaugment_ops` > 0: RandAugment with this many ops per image at `randaugment_magnitude` of 31 bins
+      (torchvision v2 `RandAugment`).
     - `cutout_size`: one square hole of this side filled with the dataset mean pixel, with probability `cutout_p`,
       placed like albumentations 2.x `CoarseDropout`: entirely inside the image, top-left corner uniform; 0: none.
+    - normalization with the CIFAR-10 mean and standard deviation, then `erasing_p` > 0: torchvision
+      `RandomErasing` with its default area and aspect ratio, erased pixels set to 0 (the dataset mean).
     """
 
     crop_padding: int = 4
     reflect: bool = False
     flip: bool = True
+    rotate90_p: float = 0.0
+    rotate_limit: float = 0.0
+    scale_limit: float = 0.0
+    shift_limit: float = 0.0
+    affine_p: float = 0.5
+    randaugment_ops: int = 0
+    randaugment_magnitude: int = 9
     cutout_size: int = 0
     cutout_p: float = 0.5
+    erasing_p: float = 0.0
+
+    @property
+    def warps(self) -> bool:
+        """Whether a rotation, scale or shift is drawn."""
+        return self.affine_p > 0 and bool(self.rotate_limit or self.scale_limit or self.shift_limit)
 
     def albumentation_steps(self) -> list[A.BasicTransform | A.BaseCompose]:
         """The augmentations as albumentations transforms (helpers.transforms builders), in application order."""
+        if self.randaugment_ops or self.erasing_p:
+            raise ValueError("RandAugment and RandomErasing have no albumentations path: use cpu_transform()")
         steps: list[A.BasicTransform | A.BaseCompose] = []
         if self.crop_padding:
             steps.append(T.pad_and_crop(self.crop_padding, reflect=self.reflect))
         if self.flip:
             steps.append(T.horizontal_flip())
+        if self.rotate90_p:
+            steps.append(T.rotate90(p=self.rotate90_p))
+        if self.warps and (self.scale_limit or self.shift_limit):
+            steps.append(T.shift_scale_rotate(self.shift_limit, self.scale_limit, self.rotate_limit, p=self.affine_p))
+        elif self.warps:
+            steps.append(T.rotate(self.rotate_limit, p=self.affine_p))
         if self.cutout_size:
             steps.append(T.cutout(self.cutout_size, p=self.cutout_p))
         return steps
 
-    def albumentations(self, seed: int | None = None) -> A.Compose:
-        """The full albumentations training transform: these augmentations, normalization, tensor conversion."""
-        return T.build_transform(*self.albumentation_steps(), seed=seed)
+    def cpu_transform(self, seed: int | None = None) -> A.Compose | T.TorchvisionTransform:
+        """The per-image training transform of the CPU pipeline, normalization and tensor conversion included:
+        albumentations, or torchvision v2 when RandAugment or RandomErasing is on (albumentations has no
+        RandAugment; that pipeline takes crop and flip only)."""
+        if not (self.randaugment_ops or self.erasing_p):
+            return T.build_transform(*self.albumentation_steps(), seed=seed)
+        if self.reflect or self.rotate90_p or self.warps or self.cutout_size:
+            raise ValueError("with RandAugment or RandomErasing the CPU pipeline (torchvision) takes crop and flip "
+                             "only; use the GPU pipeline for more")
+        return T.randaugment_transform(self.randaugment_ops, self.randaugment_magnitude, self.erasing_p,
+                                       padding=self.crop_padding, flip=self.flip)
 
     def gpu_loader(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int,
                    device: torch.device | str, seed: int = 0) -> "GpuLoader":
@@ -68,7 +110,7 @@ class CropFlipCutout:
         return GpuLoader(images, labels, batch_size, train=True, device=device, augment=self, seed=seed)
 
 
-NO_AUGMENTATION = CropFlipCutout(crop_padding=0, flip=False)
+NO_AUGMENTATION = Augmentation(crop_padding=0, flip=False)
 
 
 @dataclass(frozen=True)
@@ -79,27 +121,34 @@ class _EpochDraws:
     crop_y: torch.Tensor       # crop offsets in 0..2*padding [N]
     crop_x: torch.Tensor
     flip: torch.Tensor         # bool [N]
+    turns: torch.Tensor | None         # counter-clockwise quarter turns in 0..3 [N]; None where unused
+    warp: G.AffineDraws | None
+    randaugment: torch.Tensor | None   # op keys [N, num_ops] (gpu_augment.draw_randaugment) and a host copy,
+    randaugment_host: np.ndarray | None  # to group a chunk by op without a device synchronization
     hole_y: torch.Tensor       # cutout top-left corner in 0..32-size [N]
     hole_x: torch.Tensor
     hole: torch.Tensor         # bool [N]: this sample gets a hole
+    erasing: G.ErasingDraws | None
 
 
 class GpuLoader:
     """Batches (normalized float images [B, 3, 32, 32] channels_last, int64 labels) on `device`, like a DataLoader.
 
-    Training (`train=True`): reshuffled every epoch, augmented with `augment`, last partial batch dropped (unless
-    the dataset is smaller than one batch). Evaluation: dataset order, no augmentation, every sample.
-    `set_epoch(epoch, seed)` fixes the epoch's randomness; without it each new pass draws fresh randomness.
+    Training (`train=True`): reshuffled every epoch, augmented with `augment` (under RandAugment a chunk of
+    `CHUNK_IMAGES` images at a time, otherwise batch by batch), last partial batch dropped (unless the dataset is smaller than one batch). Evaluation: dataset
+    order, no augmentation, every sample. `set_epoch(epoch, seed)` fixes the epoch's randomness; without it each new
+    pass draws fresh randomness.
     """
 
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int, *,
-                 train: bool, device: torch.device | str = "cuda", augment: CropFlipCutout | None = None,
+                 train: bool, device: torch.device | str = "cuda", augment: Augmentation | None = None,
                  seed: int = 0, drop_last: bool | None = None, channels_last: bool = True) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         images = torch.as_tensor(images)
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"expected uint8 images [N, H, W, 3], got {images.dtype} {list(images.shape)}")
+        square_rgb = images.ndim == 4 and images.shape[1] == images.shape[2] and images.shape[-1] == 3
+        if images.dtype != torch.uint8 or not square_rgb:
+            raise ValueError(f"expected square uint8 images [N, S, S, 3], got {images.dtype} {list(images.shape)}")
         self.device = torch.device(device)
         self.augment = augment if train else None
         self._spec = augment or NO_AUGMENTATION
@@ -111,9 +160,9 @@ class GpuLoader:
         self.drop_last = train and len(self.labels) > batch_size if drop_last is None else drop_last
         self.seed, self.epoch = seed, 0
         self._generator = torch.Generator(device=self.device if self.device.type == "cuda" else "cpu")
-        self._mean = torch.tensor(CIFAR10_MEAN, device=self.device) * 255
-        self._inv_std = 1 / (torch.tensor(CIFAR10_STD, device=self.device) * 255)
-        self._fill = torch.tensor(T.MEAN_PIXEL, dtype=torch.uint8, device=self.device)
+        self._mean = torch.tensor(CIFAR10_MEAN, device=self.device).view(3, 1, 1) * 255
+        self._inv_std = 1 / (torch.tensor(CIFAR10_STD, device=self.device).view(3, 1, 1) * 255)
+        self._fill = torch.tensor(T.MEAN_PIXEL, dtype=torch.uint8, device=self.device).view(3, 1, 1)
         self._pixels = torch.arange(self.size, device=self.device)
 
     def __len__(self) -> int:
@@ -127,61 +176,86 @@ class GpuLoader:
             self.seed = seed
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        draws = self._draw_epoch() if self.train else None
-        self.epoch += 1
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            if draws is None:
+        if not self.train:
+            for start in range(0, len(self.labels), self.batch_size):
                 index = slice(start, start + self.batch_size)
-                batch = self.images[index]
-                labels = self.labels[index]
-            else:
-                part = slice(start, start + self.batch_size)
-                order = draws.order[part]
-                batch = self._augmented(order, draws, part)
-                labels = self.labels[order]
-            yield self._normalized(batch), labels
+                yield self._normalized(self.images[index].permute(0, 3, 1, 2)), self.labels[index]
+            return
+        draws = self._draw_epoch()
+        self.epoch += 1
+        used = min(len(self) * self.batch_size, len(self.labels))
+        # RandAugment runs its ops once per group of images with the same op: chunks of many batches make few
+        # calls. Everything else is a few batched ops either way; per batch it stays in cache on a CPU.
+        chunk = self.batch_size * max(1, CHUNK_IMAGES // self.batch_size if self._spec.randaugment_ops else 1)
+        for start in range(0, used, chunk):
+            part = slice(start, min(start + chunk, used))
+            order = draws.order[part]
+            images, labels = self._augmented(order, draws, part), self.labels[order]
+            for first in range(0, len(order), self.batch_size):
+                yield images[first:first + self.batch_size], labels[first:first + self.batch_size]
 
     def _draw_epoch(self) -> _EpochDraws:
-        n, size = len(self.labels), self.size
-        g = self._generator
+        n, size, augment, g = len(self.labels), self.size, self._spec, self._generator
         g.manual_seed(self.seed * 1_000_003 + self.epoch)  # the engine's per-epoch seed
 
         def integers(high: int) -> torch.Tensor:  # uniform in 0..high
-            return torch.randint(0, high + 1, (n,), generator=g, device=g.device).to(self.device)
+            return torch.randint(0, high + 1, (n,), generator=g, device=g.device)
 
         def coin(p: float) -> torch.Tensor:
-            return (torch.rand(n, generator=g, device=g.device) < p).to(self.device)
+            return torch.rand(n, generator=g, device=g.device) < p
 
-        order = torch.randperm(n, generator=g, device=g.device).to(self.device)
-        augment = self._spec
+        order = torch.randperm(n, generator=g, device=g.device)
         span = 2 * augment.crop_padding
         hole_span = size - augment.cutout_size
-        return _EpochDraws(order, integers(span), integers(span), coin(0.5 if augment.flip else 0.0),
-                           integers(hole_span), integers(hole_span),
-                           coin(augment.cutout_p if augment.cutout_size else 0.0))
+        crop_y, crop_x, flip = integers(span), integers(span), coin(0.5 if augment.flip else 0.0)
+        hole_y, hole_x, hole = integers(hole_span), integers(hole_span), coin(
+            augment.cutout_p if augment.cutout_size else 0.0)
+        # The others are drawn only when used, after these: crop, flip and cutout draws stay the same.
+        turns = G.draw_quarter_turns(n, augment.rotate90_p, g) if augment.rotate90_p else None
+        warp = (G.draw_affine(n, augment.affine_p, augment.rotate_limit, augment.scale_limit, augment.shift_limit,
+                              size, g) if augment.warps else None)
+        randaugment = G.draw_randaugment(n, augment.randaugment_ops, g) if augment.randaugment_ops else None
+        erasing = G.draw_erasing(n, augment.erasing_p, size, g) if augment.erasing_p else None
+        draws = _EpochDraws(order, crop_y, crop_x, flip, turns, warp, randaugment,
+                            None if randaugment is None else randaugment.cpu().numpy(), hole_y, hole_x, hole, erasing)
+        return _EpochDraws(*(value.to(self.device) if isinstance(value, (torch.Tensor, G.PerImage)) else value
+                             for value in (getattr(draws, f.name) for f in fields(draws))))
 
     def _augmented(self, order: torch.Tensor, draws: _EpochDraws, part: slice) -> torch.Tensor:
-        """Crop + flip as one gather from the padded images (uint8 NHWC), then the cutout hole."""
-        augment, pixels = self._spec, self._pixels
+        """The chunk `order` augmented and normalized: float [B, 3, S, S]."""
+        augment, size = self._spec, self.size
         _, padded_h, padded_w, channels = self.images.shape
-        rows = draws.crop_y[part, None] + pixels                     # source row of each output row [B, 32]
-        cols = draws.crop_x[part, None] + pixels
+        # Crop and flip: one gather of whole pixels from the padded uint8 images (rows and columns separable).
+        rows = draws.crop_y[part, None] + self._pixels                   # source row of each output row [B, S]
+        cols = draws.crop_x[part, None] + self._pixels
         cols = torch.where(draws.flip[part, None], cols.flip(1), cols)
         flat = (order[:, None, None] * padded_h + rows[:, :, None]) * padded_w + cols[:, None, :]
-        batch = self.images.view(-1, channels).index_select(0, flat.view(-1)).view(len(order), self.size,
-                                                                                   self.size, channels)
+        batch = self.images.view(-1, channels).index_select(0, flat.view(-1))
+        batch = batch.view(len(order), size, size, channels).permute(0, 3, 1, 2)  # NCHW view, channels_last
+        if augment.rotate90_p:
+            batch = G.quarter_turns(batch, draws.turns[part])
+        if augment.warps:
+            warp = draws.warp[part]
+            warped = G.affine(batch, warp.angle, warp.scale, warp.shift, fill=self._fill.view(-1))
+            batch = torch.where(warp.applied[:, None, None, None], warped, batch)
+        for op in range(augment.randaugment_ops):
+            counts = np.bincount(draws.randaugment_host[part, op], minlength=2 * len(G.RANDAUGMENT_OPS))
+            batch = G.randaugment(batch, draws.randaugment[part, op], counts, augment.randaugment_magnitude)
         if augment.cutout_size:
-            top, left = draws.hole_y[part, None], draws.hole_x[part, None]
+            top, left, pixels = draws.hole_y[part, None], draws.hole_x[part, None], self._pixels
             in_rows = (pixels >= top) & (pixels < top + augment.cutout_size)
             in_cols = (pixels >= left) & (pixels < left + augment.cutout_size)
             hole = in_rows[:, :, None] & in_cols[:, None, :] & draws.hole[part, None, None]
-            batch = torch.where(hole[..., None], self._fill, batch)
-        return batch
+            batch = torch.where(hole[:, None], self._fill, batch)
+        return self._normalized(batch, draws.erasing[part] if augment.erasing_p else None)
 
-    def _normalized(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 NHWC -> float NCHW normalized with the CIFAR-10 statistics (channels_last strides, no copy)."""
-        x = batch.float().sub_(self._mean).mul_(self._inv_std).permute(0, 3, 1, 2)
-        return x if self.channels_last else x.contiguous()
+    def _normalized(self, batch: torch.Tensor, erasing: G.ErasingDraws | None = None) -> torch.Tensor:
+        """uint8 NCHW -> float NCHW normalized with the CIFAR-10 statistics, then RandomErasing's rectangles set to
+        0 (the dataset mean) when given; channels_last strides (no copy when they are already), or contiguous."""
+        x = batch.float().sub_(self._mean).mul_(self._inv_std)
+        if erasing is not None:
+            x = G.erase(x, erasing)
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
 
 def _pad(images: torch.Tensor, padding: int, reflect: bool) -> torch.Tensor:
@@ -196,4 +270,4 @@ def _pad(images: torch.Tensor, padding: int, reflect: bool) -> torch.Tensor:
     return F.pad(images, (0, 0, padding, padding, padding, padding)).contiguous()
 
 
-__all__ = ["CropFlipCutout", "GpuLoader"]
+__all__ = ["Augmentation", "GpuLoader"]

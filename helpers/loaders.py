@@ -1,4 +1,4 @@
-"""Dataset and DataLoader factory for uint8 image arrays with albumentations transforms."""
+"""Dataset and DataLoader factory for uint8 image arrays, and the switch between the CPU and GPU pipelines."""
 from __future__ import annotations
 
 import os
@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .gpu_loader import NO_AUGMENTATION, CropFlipCutout, GpuLoader
+from .gpu_loader import NO_AUGMENTATION, Augmentation, GpuLoader
 
-Backend = Literal["auto", "gpu", "albumentations"]
+Backend = Literal["auto", "gpu", "cpu"]
 
 
 class ArrayDataset(Dataset):
@@ -75,32 +75,34 @@ def make_loader(images: np.ndarray, labels: np.ndarray, transform: Callable | No
                       worker_init_fn=_seed_worker if workers > 0 else None, generator=generator)
 
 
-def resolve_backend(backend: Backend, device: torch.device | str) -> Literal["gpu", "albumentations"]:
-    """'auto' means the GPU-resident loader on CUDA and the albumentations DataLoader anywhere else."""
+def resolve_backend(backend: Backend, device: torch.device | str) -> Literal["gpu", "cpu"]:
+    """'auto' means the GPU-resident loader on CUDA and the CPU DataLoader anywhere else."""
     if backend == "auto":
-        return "gpu" if torch.device(device).type == "cuda" else "albumentations"
-    if backend not in ("gpu", "albumentations"):
-        raise ValueError(f"backend must be 'auto', 'gpu' or 'albumentations', not {backend!r}")
+        return "gpu" if torch.device(device).type == "cuda" else "cpu"
+    if backend not in ("gpu", "cpu"):
+        raise ValueError(f"backend must be 'auto', 'gpu' or 'cpu', not {backend!r}")
     return backend
 
 
-def make_crop_flip_loader(images: np.ndarray, labels: np.ndarray, augment: CropFlipCutout | None,
-                          batch_size: int, train: bool, device: torch.device | str = "cpu",
-                          backend: Backend = "auto", seed: int = 0) -> DataLoader | GpuLoader:
-    """The one switch between pipelines: the same augmentation (`augment`; None: none) on either backend.
+def make_train_loader(images: np.ndarray, labels: np.ndarray, augment: Augmentation, batch_size: int,
+                      device: torch.device | str = "cpu", backend: Backend = "auto", seed: int = 0,
+                      num_workers: int | None = None) -> DataLoader | GpuLoader:
+    """The one switch between pipelines: training batches with augmentation `augment` on either backend.
 
-    backend "gpu": `GpuLoader` (whole uint8 dataset on `device`, batched tensor augmentation); "albumentations":
-    `make_loader` with `augment.albumentations()`; "auto": "gpu" on CUDA, else "albumentations". Both yield
-    normalized float batches [B, 3, 32, 32] and int64 labels, shuffle and drop the last partial batch when `train`.
+    backend "gpu": `GpuLoader` (whole uint8 dataset on `device`, batched tensor augmentation); "cpu": `make_loader`
+    with `augment.cpu_transform()` (albumentations, or torchvision v2 for RandAugment), `num_workers` worker
+    processes; "auto": "gpu" on CUDA, else "cpu". Both yield normalized float batches [B, 3, 32, 32] and int64
+    labels, reshuffled every epoch, the last partial batch dropped.
     """
-    augment = augment if train else None
     if resolve_backend(backend, device) == "gpu":
-        return GpuLoader(images, labels, batch_size, train=train, device=device, augment=augment, seed=seed)
-    transform = (augment or NO_AUGMENTATION).albumentations()
-    return make_loader(images, labels, transform, batch_size, train=train, device=device, seed=seed)
+        return GpuLoader(images, labels, batch_size, train=True, device=device, augment=augment, seed=seed)
+    return make_loader(images, labels, augment.cpu_transform(), batch_size, train=True, device=device,
+                       num_workers=num_workers, seed=seed)
 
 
 def make_eval_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device | str = "cpu",
                      backend: Backend = "auto") -> DataLoader | GpuLoader:
     """Validation/test batches in dataset order, normalized, no augmentation, on the chosen backend."""
-    return make_crop_flip_loader(images, labels, None, batch_size, train=False, device=device, backend=backend)
+    if resolve_backend(backend, device) == "gpu":
+        return GpuLoader(images, labels, batch_size, train=False, device=device)
+    return make_loader(images, labels, NO_AUGMENTATION.cpu_transform(), batch_size, train=False, device=device)

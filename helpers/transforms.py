@@ -100,16 +100,16 @@ class TorchvisionTransform:
 
 
 def randaugment_transform(num_ops: int = 2, magnitude: int = 9, erasing_p: float = 0.25, padding: int = 4,
-                          mean: tuple[float, ...] = CIFAR10_MEAN,
+                          flip: bool = True, mean: tuple[float, ...] = CIFAR10_MEAN,
                           std: tuple[float, ...] = CIFAR10_STD) -> TorchvisionTransform:
-    """Random crop (pad `padding`) + flip + RandAugment(`num_ops`, `magnitude`) + normalization + RandomErasing
-    (probability `erasing_p`, erased pixels set to 0 = the dataset mean), with torchvision v2 (albumentations has
-    no RandAugment). Outputs match `build_transform()`'s normalization exactly."""
+    """Random crop (pad `padding` with zeros) + flip (if `flip`) + RandAugment(`num_ops`, `magnitude`) +
+    normalization + RandomErasing (probability `erasing_p`, erased pixels set to 0 = the dataset mean), with
+    torchvision v2 (albumentations has no RandAugment). Outputs match `build_transform()`'s normalization exactly."""
     from torchvision.transforms import v2  # imported here: `import helpers` stays free of torchvision's cost
 
     return TorchvisionTransform(v2.Compose([
         v2.RandomCrop(32, padding=padding),
-        v2.RandomHorizontalFlip(),
+        v2.RandomHorizontalFlip(p=0.5 if flip else 0.0),
         v2.RandAugment(num_ops=num_ops, magnitude=magnitude),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean, std),

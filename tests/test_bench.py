@@ -19,6 +19,24 @@ def test_bench_runs_on_cpu_and_writes_the_markdown_table(synthetic_root, tmp_pat
         assert float(cells[1].replace(",", "")) > 0 and float(cells[3].replace(",", "")) > 0
     assert str(synthetic_root) in report and "torch " in report and "cpu" in report
     assert "airbench94: skipped (it needs a CUDA GPU" in report
+    for pipeline in bench.PIPELINES:  # the notebooks' augmentations: both paths measured, training only on CUDA
+        row = next(line for line in report.splitlines() if line.startswith(f"| {pipeline.name} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[1].replace(",", "")) > 0 and float(cells[2].replace(",", "")) > 0
+        assert cells[5:] == ["-", "-", "-"]
+    assert "whole epochs of 64 images" in report
+
+
+def test_pipeline_training_compares_with_crop_and_flip_only(synthetic_root):
+    data = h.load_cifar10(synthetic_root)
+    pipeline = bench.NotebookPipeline("05-like", bench.PIPELINES[-1].augment, "lightnet", 16)
+    row = bench.measure_pipeline(pipeline, data.train_images[:32], data.train_labels[:32], torch.device("cpu"),
+                                 repeats=1, num_workers=0, train=True, compile=False)
+    assert row.cpu_images_per_s > 0 and row.gpu_images_per_s > 0
+    assert row.train_images_per_s > 0 and row.crop_flip_train_images_per_s > 0
+    cells = bench.pipelines_table([row]).splitlines()[-1].strip("|").split("|")
+    ratio = row.crop_flip_train_images_per_s / row.train_images_per_s
+    assert cells[0].strip() == "05-like" and cells[-1].strip() == f"{ratio:.2f}"
 
 
 def test_data_only_mode_skips_the_model(synthetic_root, tmp_path):
@@ -26,6 +44,7 @@ def test_data_only_mode_skips_the_model(synthetic_root, tmp_path):
                          "--batch-size", "16", "--data-steps", "2", "--repeats", "1", "--warmup", "0",
                          "--data-only", "--no-airbench", "--out", str(tmp_path / "b.md")])
     assert "| (c) GpuLoader |" in report and "| - | - |" in report
+    assert "training: not measured here" in report
 
 
 def test_airbench_data_files_have_its_cifar_loader_format(synthetic_root, tmp_path):

@@ -12,7 +12,7 @@ from torch import nn
 
 import helpers as h
 from helpers import transforms as T
-from helpers.gpu_loader import NO_AUGMENTATION, CropFlipCutout, GpuLoader
+from helpers.gpu_loader import NO_AUGMENTATION, Augmentation, GpuLoader
 
 N_SAMPLES = 3000  # augmented copies per distribution test: each count is within a few standard deviations
 
@@ -26,7 +26,7 @@ def position_image() -> np.ndarray:
     return np.stack([10 + 7 * rows, 10 + 7 * cols, np.full_like(rows, 200)], axis=-1).astype(np.uint8)
 
 
-def gpu_outputs(augment: CropFlipCutout, n: int = N_SAMPLES, seed: int = 0) -> np.ndarray:
+def gpu_outputs(augment: Augmentation, n: int = N_SAMPLES, seed: int = 0) -> np.ndarray:
     """`n` augmented copies of the position image from GpuLoader, back as uint8 HWC."""
     images = np.repeat(position_image()[None], n, axis=0)
     loader = GpuLoader(images, np.zeros(n), batch_size=n, train=True, device="cpu", augment=augment, seed=seed)
@@ -34,7 +34,7 @@ def gpu_outputs(augment: CropFlipCutout, n: int = N_SAMPLES, seed: int = 0) -> n
     return T.denormalize(batch)
 
 
-def albumentations_outputs(augment: CropFlipCutout, n: int = N_SAMPLES, seed: int = 0) -> np.ndarray:
+def albumentations_outputs(augment: Augmentation, n: int = N_SAMPLES, seed: int = 0) -> np.ndarray:
     """The same from the albumentations steps of `augment` (normalization is tested on its own below)."""
     transform = A.Compose(augment.albumentation_steps(), seed=seed)
     image = position_image()
@@ -71,7 +71,7 @@ def chi_square_uniform(counts: np.ndarray) -> float:
 
 @pytest.mark.parametrize("reflect", [False, True])
 def test_crop_and_flip_match_the_albumentations_path(reflect):
-    augment = CropFlipCutout(crop_padding=4, reflect=reflect, flip=True)
+    augment = Augmentation(crop_padding=4, reflect=reflect, flip=True)
     for outputs in (gpu_outputs(augment), albumentations_outputs(augment)):
         crop_y, crop_x, flipped = decode_crop(outputs)
         # Every output is exactly the padded image cropped at its offset (and mirrored): the padding fill matches.
@@ -88,7 +88,7 @@ def test_crop_and_flip_match_the_albumentations_path(reflect):
 
 
 def test_no_flip_and_no_crop_means_identity():
-    outputs = gpu_outputs(CropFlipCutout(crop_padding=0, flip=False), n=50)
+    outputs = gpu_outputs(Augmentation(crop_padding=0, flip=False), n=50)
     assert np.all(outputs == position_image())
 
 
@@ -102,7 +102,7 @@ def hole_stats(outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def test_cutout_matches_albumentations_coarse_dropout_in_area_fill_and_position():
-    augment = CropFlipCutout(crop_padding=0, flip=False, cutout_size=8, cutout_p=0.5)
+    augment = Augmentation(crop_padding=0, flip=False, cutout_size=8, cutout_p=0.5)
     results = {}
     for name, outputs in (("gpu", gpu_outputs(augment)), ("albumentations", albumentations_outputs(augment))):
         count, top, left = hole_stats(outputs)
@@ -138,7 +138,7 @@ def test_normalization_equals_build_transform_without_augmentation():
 def test_shuffling_covers_every_sample_once_per_epoch_and_drops_the_last_batch():
     labels = np.arange(1000)
     images = np.zeros((1000, 32, 32, 3), dtype=np.uint8)
-    loader = GpuLoader(images, labels, batch_size=64, train=True, device="cpu", augment=CropFlipCutout())
+    loader = GpuLoader(images, labels, batch_size=64, train=True, device="cpu", augment=Augmentation())
     assert len(loader) == 1000 // 64
     orders = []
     for _ in range(2):
@@ -155,7 +155,7 @@ def test_set_epoch_makes_an_epoch_reproducible():
     images = np.random.default_rng(1).integers(0, 256, size=(100, 32, 32, 3), dtype=np.uint8)
 
     def epoch_batches(epoch: int, seed: int) -> list[torch.Tensor]:
-        loader = GpuLoader(images, np.arange(100), 32, train=True, device="cpu", augment=CropFlipCutout(cutout_size=8))
+        loader = GpuLoader(images, np.arange(100), 32, train=True, device="cpu", augment=Augmentation(cutout_size=8))
         loader.set_epoch(epoch, seed)
         return [x for x, _ in loader]
 
@@ -167,7 +167,7 @@ def test_set_epoch_makes_an_epoch_reproducible():
 
 def test_eval_mode_is_ordered_unaugmented_and_keeps_the_last_batch():
     images = np.random.default_rng(2).integers(0, 256, size=(70, 32, 32, 3), dtype=np.uint8)
-    loader = GpuLoader(images, np.arange(70), 32, train=False, device="cpu", augment=CropFlipCutout(cutout_size=8))
+    loader = GpuLoader(images, np.arange(70), 32, train=False, device="cpu", augment=Augmentation(cutout_size=8))
     batches = list(loader)
     assert len(loader) == len(batches) == 3 and len(batches[-1][1]) == 6
     assert torch.equal(torch.cat([y for _, y in batches]), torch.arange(70))
@@ -177,21 +177,21 @@ def test_eval_mode_is_ordered_unaugmented_and_keeps_the_last_batch():
 def test_backend_switch_yields_the_same_kind_of_batches():
     images = h.data.synthetic_images(np.arange(80) % 10)
     labels = np.arange(80) % 10
-    augment = CropFlipCutout(cutout_size=8)
-    gpu = h.make_crop_flip_loader(images, labels, augment, 16, train=True, device="cpu", backend="gpu")
-    albu = h.make_crop_flip_loader(images, labels, augment, 16, train=True, device="cpu", backend="albumentations")
-    auto = h.make_crop_flip_loader(images, labels, augment, 16, train=True, device="cpu", backend="auto")
-    assert isinstance(gpu, GpuLoader) and not isinstance(albu, GpuLoader) and not isinstance(auto, GpuLoader)
+    augment = Augmentation(cutout_size=8)
+    gpu = h.make_train_loader(images, labels, augment, 16, device="cpu", backend="gpu")
+    cpu = h.make_train_loader(images, labels, augment, 16, device="cpu", backend="cpu")
+    auto = h.make_train_loader(images, labels, augment, 16, device="cpu", backend="auto")
+    assert isinstance(gpu, GpuLoader) and not isinstance(cpu, GpuLoader) and not isinstance(auto, GpuLoader)
     assert h.loaders.resolve_backend("auto", "cuda") == "gpu"
-    assert len(gpu) == len(albu) == 5
-    for loader in (gpu, albu):
+    assert len(gpu) == len(cpu) == 5
+    for loader in (gpu, cpu):
         x, y = next(iter(loader))
         assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
-    for backend in ("gpu", "albumentations"):  # eval: dataset order, no augmentation, identical batches
+    for backend in ("gpu", "cpu"):  # eval: dataset order, no augmentation, identical batches
         x, y = next(iter(h.make_eval_loader(images, labels, 80, device="cpu", backend=backend)))
         assert np.array_equal(T.denormalize(x), images) and torch.equal(y, torch.as_tensor(labels))
     with pytest.raises(ValueError, match="backend"):
-        h.make_crop_flip_loader(images, labels, augment, 16, train=True, backend="dali")
+        h.make_train_loader(images, labels, augment, 16, backend="dali")
 
 
 def tiny_model() -> nn.Module:
@@ -203,7 +203,7 @@ def tiny_model() -> nn.Module:
 def run_fit(epochs: int, checkpoint, compile: bool = False) -> tuple[h.History, nn.Module]:
     images = h.data.synthetic_images(np.arange(160) % 10)
     labels = np.arange(160) % 10
-    train = GpuLoader(images, labels, 32, train=True, device="cpu", augment=CropFlipCutout(cutout_size=8))
+    train = GpuLoader(images, labels, 32, train=True, device="cpu", augment=Augmentation(cutout_size=8))
     test = GpuLoader(images[:64], labels[:64], 64, train=False, device="cpu")
     model = tiny_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -216,7 +216,7 @@ def test_seeded_fit_with_the_gpu_loader_is_reproducible_and_resumable(tmp_path):
     whole, _ = run_fit(2, None)
     ckpt = tmp_path / "run.pt"
     images = h.data.synthetic_images(np.arange(160) % 10)
-    train = GpuLoader(images, np.arange(160) % 10, 32, train=True, device="cpu", augment=CropFlipCutout(cutout_size=8))
+    train = GpuLoader(images, np.arange(160) % 10, 32, train=True, device="cpu", augment=Augmentation(cutout_size=8))
     model = tiny_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
