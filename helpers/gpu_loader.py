@@ -6,9 +6,9 @@ augments a chunk of several thousand images at a time: random crop, flip and qua
 rotation / scale / shift, RandAugment, cutout and RandomErasing as batched ops (`helpers.gpu_augment`). Every random
 choice of an epoch is drawn up front from a generator seeded per epoch, so a resumed run replays the same epochs.
 
-`Augmentation` describes what to do once, for either pipeline: `.gpu_loader(...)` here, `.cpu_transform()` for
-a DataLoader (albumentations, or torchvision v2 for RandAugment and RandomErasing). The two match in distribution;
-tests/test_gpu_loader.py and tests/test_gpu_augment.py check it.
+`Augmentation` describes what to do once, for either pipeline: `GpuLoader(..., augment=augment)` here,
+`augment.cpu_transform()` for a DataLoader (albumentations, or torchvision v2 for RandAugment and RandomErasing).
+The two match in distribution; tests/test_gpu_loader.py and tests/test_gpu_augment.py check it.
 
     augment = Augmentation(crop_padding=4, flip=True, cutout_size=8)
     train_loader = GpuLoader(images, labels, batch_size=512, train=True, device="cuda", augment=augment)
@@ -95,7 +95,8 @@ class Augmentation:
     def cpu_transform(self, seed: int | None = None) -> A.Compose | T.TorchvisionTransform:
         """The per-image training transform of the CPU pipeline, normalization and tensor conversion included:
         albumentations, or torchvision v2 when RandAugment or RandomErasing is on (albumentations has no
-        RandAugment; that pipeline takes crop and flip only)."""
+        RandAugment; that pipeline takes crop and flip only). `seed` seeds albumentations' own generator; the
+        torchvision pipeline draws from torch's, which `fit` seeds every epoch."""
         if not (self.randaugment_ops or self.erasing_p):
             return T.build_transform(*self.albumentation_steps(), seed=seed)
         if self.reflect or self.rotate90_p or self.warps or self.cutout_size:
@@ -103,11 +104,6 @@ class Augmentation:
                              "only; use the GPU pipeline for more")
         return T.randaugment_transform(self.randaugment_ops, self.randaugment_magnitude, self.erasing_p,
                                        padding=self.crop_padding, flip=self.flip)
-
-    def gpu_loader(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int,
-                   device: torch.device | str, seed: int = 0) -> "GpuLoader":
-        """A training `GpuLoader` applying these augmentations on `device`."""
-        return GpuLoader(images, labels, batch_size, train=True, device=device, augment=self, seed=seed)
 
 
 NO_AUGMENTATION = Augmentation(crop_padding=0, flip=False)
