@@ -200,10 +200,16 @@ def tiny_model() -> nn.Module:
                          nn.Flatten(), nn.Linear(8, 10))
 
 
-def run_fit(epochs: int, checkpoint, compile: bool = False) -> tuple[h.History, nn.Module]:
+CUTOUT = Augmentation(cutout_size=8)
+EVERYTHING = Augmentation(rotate90_p=0.5, rotate_limit=10, scale_limit=0.1, shift_limit=0.1, randaugment_ops=2,
+                          erasing_p=0.5)  # every draw of the GPU pipeline
+
+
+def run_fit(epochs: int, checkpoint, compile: bool = False,
+            augment: Augmentation = CUTOUT) -> tuple[h.History, nn.Module]:
     images = h.data.synthetic_images(np.arange(160) % 10)
     labels = np.arange(160) % 10
-    train = GpuLoader(images, labels, 32, train=True, device="cpu", augment=Augmentation(cutout_size=8))
+    train = GpuLoader(images, labels, 32, train=True, device="cpu", augment=augment)
     test = GpuLoader(images[:64], labels[:64], 64, train=False, device="cpu")
     model = tiny_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -212,11 +218,12 @@ def run_fit(epochs: int, checkpoint, compile: bool = False) -> tuple[h.History, 
     return history, model
 
 
-def test_seeded_fit_with_the_gpu_loader_is_reproducible_and_resumable(tmp_path):
-    whole, _ = run_fit(2, None)
+@pytest.mark.parametrize("augment", [CUTOUT, EVERYTHING], ids=["cutout", "everything"])
+def test_seeded_fit_with_the_gpu_loader_is_reproducible_and_resumable(tmp_path, augment):
+    whole, _ = run_fit(2, None, augment=augment)
     ckpt = tmp_path / "run.pt"
     images = h.data.synthetic_images(np.arange(160) % 10)
-    train = GpuLoader(images, np.arange(160) % 10, 32, train=True, device="cpu", augment=Augmentation(cutout_size=8))
+    train = GpuLoader(images, np.arange(160) % 10, 32, train=True, device="cpu", augment=augment)
     model = tiny_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
@@ -227,7 +234,7 @@ def test_seeded_fit_with_the_gpu_loader_is_reproducible_and_resumable(tmp_path):
         h.fit(model, train, optimizer, 2, test_loader=GpuLoader(images[:64], np.arange(64) % 10, 64, train=False,
                                                                 device="cpu"),
               checkpoint_path=ckpt, device="cpu", seed=3, progress=False, on_epoch_end=stop_after_first)
-    resumed, _ = run_fit(2, ckpt)
+    resumed, _ = run_fit(2, ckpt, augment=augment)
     for metric in ("train_loss", "test_acc"):
         np.testing.assert_allclose(resumed[metric], whole[metric], rtol=1e-5)
 
