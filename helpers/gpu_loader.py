@@ -2,9 +2,10 @@
 
 A CPU pipeline (PIL/albumentations per image, worker processes, host-to-device copies) cannot keep a modern GPU
 busy on 32x32 images. Like airbench and hlb-cifar10, `GpuLoader` copies the uint8 images to the device once and
-augments a chunk of several thousand images at a time: random crop, flip and quarter turns as one gather, then
-rotation / scale / shift, RandAugment, cutout and RandomErasing as batched ops (`helpers.gpu_augment`). Every random
-choice of an epoch is drawn up front from a generator seeded per epoch, so a resumed run replays the same epochs.
+augments whole batches there (under RandAugment, chunks of several thousand images): random crop and flip as one
+gather, then quarter turns, rotation / scale / shift, RandAugment, cutout and RandomErasing as batched ops
+(`helpers.gpu_augment`). Every random choice of an epoch is drawn up front from a generator seeded per epoch, so a
+resumed run replays the same epochs.
 
 `Augmentation` describes what to do once, for either pipeline: `GpuLoader(..., augment=augment)` here,
 `augment.cpu_transform()` for a DataLoader (albumentations, or torchvision v2 for RandAugment and RandomErasing).

@@ -1,6 +1,10 @@
 """helpers.bench: a tiny CPU run end to end, and the airbench data files."""
 from __future__ import annotations
 
+import json
+import re
+
+import pytest
 import torch
 
 import helpers as h
@@ -55,3 +59,17 @@ def test_airbench_data_files_have_its_cifar_loader_format(synthetic_root, tmp_pa
     assert train["images"].dtype == torch.uint8 and train["images"].shape == (100, 32, 32, 3)
     assert train["labels"].dtype == torch.int64 and train["classes"] == list(data.classes)
     assert torch.equal(test["images"], torch.from_numpy(data.test_images))
+
+
+@pytest.mark.parametrize("pipeline", bench.PIPELINES, ids=lambda pipeline: pipeline.name[:2])
+def test_bench_pipelines_are_the_notebooks_own(pipeline, monkeypatch):
+    """The augmentation, model and batch size benchmarked are those of the notebook's full run."""
+    monkeypatch.delenv("SMOKE", raising=False)
+    path = next((h.PROJECT_ROOT / "notebooks").glob(f"{pipeline.name[:2]}_*.ipynb"))
+    code = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    parameters = {"h": h}
+    exec(next(cell for cell in code if cell.startswith("SMOKE = h.smoke_mode()")), parameters)
+    augment = re.search(r"h\.Augmentation\(.*?\)\n", "\n".join(code), re.S).group(0)
+    assert eval(augment, parameters) == pipeline.augment
+    assert parameters["BATCH_SIZE"] == pipeline.batch_size
+    assert re.search(r"h\.models\.(\w+)\(", "\n".join(code)).group(1) == pipeline.model

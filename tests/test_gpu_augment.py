@@ -11,6 +11,7 @@ from scipy import stats
 from torchvision.transforms import v2
 
 import helpers as h
+from helpers import bench
 from helpers import gpu_augment as G
 from helpers import gpu_loader
 from helpers import transforms as T
@@ -296,8 +297,8 @@ def test_erasing_rectangles_follow_torchvisions_distribution():
 # ---------------------------------------------------------------- the loader as a whole
 
 
-NOTEBOOK_03 = Augmentation(crop_padding=4, flip=True, rotate90_p=0.1, rotate_limit=10, affine_p=0.5, cutout_size=8)
-NOTEBOOK_05 = Augmentation(crop_padding=4, flip=True, randaugment_ops=2, randaugment_magnitude=9, erasing_p=0.25)
+NOTEBOOK = {pipeline.name[:2]: pipeline.augment for pipeline in bench.PIPELINES}  # as the notebooks set them
+NOTEBOOK_03, NOTEBOOK_05 = NOTEBOOK["03"], NOTEBOOK["05"]
 
 
 @pytest.mark.parametrize("augment", [NOTEBOOK_03, NOTEBOOK_05], ids=["03", "05"])
