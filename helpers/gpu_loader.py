@@ -127,6 +127,11 @@ class _EpochDraws:
     hole: torch.Tensor         # bool [N]: this sample gets a hole
     erasing: G.ErasingDraws | None
 
+    def to(self, device: torch.device) -> "_EpochDraws":
+        """The same draws on `device` (a no-op where the generator lives there; host arrays stay on the host)."""
+        return _EpochDraws(*(value.to(device) if isinstance(value, (torch.Tensor, G.PerImage)) else value
+                             for value in (getattr(self, f.name) for f in fields(self))))
+
 
 class GpuLoader:
     """Batches (normalized float images [B, 3, 32, 32] channels_last, int64 labels) on `device`, like a DataLoader.
@@ -213,10 +218,9 @@ class GpuLoader:
                               size, g) if augment.warps else None)
         randaugment = G.draw_randaugment(n, augment.randaugment_ops, g) if augment.randaugment_ops else None
         erasing = G.draw_erasing(n, augment.erasing_p, size, g) if augment.erasing_p else None
-        draws = _EpochDraws(order, crop_y, crop_x, flip, turns, warp, randaugment,
-                            None if randaugment is None else randaugment.cpu().numpy(), hole_y, hole_x, hole, erasing)
-        return _EpochDraws(*(value.to(self.device) if isinstance(value, (torch.Tensor, G.PerImage)) else value
-                             for value in (getattr(draws, f.name) for f in fields(draws))))
+        return _EpochDraws(order, crop_y, crop_x, flip, turns, warp, randaugment,
+                           None if randaugment is None else randaugment.cpu().numpy(), hole_y, hole_x, hole,
+                           erasing).to(self.device)
 
     def _augmented(self, order: torch.Tensor, draws: _EpochDraws, part: slice) -> torch.Tensor:
         """The chunk `order` augmented and normalized: float [B, 3, S, S]."""
