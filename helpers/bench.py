@@ -50,7 +50,8 @@ from torch.utils.data import DataLoader, Dataset
 from . import models
 from .data import CIFAR10_MEAN, CIFAR10_STD, PROJECT_ROOT, Cifar10, load_cifar10
 from .engine import autocast, autocast_dtype, describe_final_model, device_name, select_device, to_device
-from .gpu_loader import Augmentation, GpuLoader
+from .augmentation import Augmentation
+from .gpu_loader import GpuLoader
 from .loaders import default_num_workers, make_loader
 
 AUGMENT = Augmentation(crop_padding=4, flip=True)  # what all three paths do

@@ -15,7 +15,8 @@ from helpers import bench
 from helpers import gpu_augment as G
 from helpers import gpu_loader
 from helpers import transforms as T
-from helpers.gpu_loader import Augmentation, GpuLoader
+from helpers.augmentation import Augmentation
+from helpers.gpu_loader import GpuLoader
 
 N_SAMPLES = 2000
 RANDAUGMENT = v2.RandAugment()  # the reference: torchvision's own op space and op application

@@ -12,7 +12,8 @@ from torch import nn
 
 import helpers as h
 from helpers import transforms as T
-from helpers.gpu_loader import NO_AUGMENTATION, Augmentation, GpuLoader
+from helpers.augmentation import NO_AUGMENTATION, Augmentation
+from helpers.gpu_loader import GpuLoader
 
 N_SAMPLES = 3000  # augmented copies per distribution test: each count is within a few standard deviations
 
