@@ -1,10 +1,11 @@
 """Training engine: `fit` with progress bars, history, schedulers, early stopping, checkpoints and resume."""
 from __future__ import annotations
 
-import contextlib
 import os
+import pickle
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Literal
@@ -14,6 +15,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .devices import (autocast, autocast_dtype, device_name, non_blocking, precision_name, select_device,
+                      to_device)
 from .ema import ModelEMA
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -25,46 +28,11 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def select_device(preferred: str | torch.device | None = None) -> torch.device:
-    """`preferred` if given, else the best available: cuda > mps > cpu."""
-    if preferred not in (None, "", "auto"):
-        return torch.device(preferred)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def device_name(device: torch.device | str) -> str:
-    """A human-readable device name, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu (2 threads)'."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
-    return device.type
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (all devices)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
-    """Mixed-precision dtype for `device`: bf16 where the GPU supports it, else fp16; None (fp32) off CUDA."""
-    if not enabled or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """torch.autocast to `dtype` on `device`, or nothing when `dtype` is None (fp32)."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
@@ -161,14 +129,6 @@ class EarlyStopping:
         self.best_epoch, self.best_state = state["best_epoch"], state["best_state"]
 
 
-def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool = False):
-    """A batch moved to `device` (without blocking), images in channels_last memory format if asked."""
-    x = x.to(device, non_blocking=True)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, y.to(device, non_blocking=True)
-
-
 def l1_penalty(model: nn.Module) -> torch.Tensor:
     """Sum of absolute values of all trainable parameters."""
     return sum(p.abs().sum() for p in model.parameters() if p.requires_grad)
@@ -261,7 +221,7 @@ def predict(model: nn.Module, loader: Batches, device: torch.device | None = Non
     model.eval()
     probs, labels = [], []
     for x, y in loader:
-        x = x.to(device, non_blocking=True)
+        x = x.to(device, non_blocking=non_blocking(device, x))
         with autocast(device, amp_dtype):
             p = model(x).float().softmax(1)
             if flip_tta:
@@ -291,23 +251,107 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint written by `save_checkpoint` (tensors and plain data only: `weights_only=True`)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: the message names the file, what is wrong with it and the way out."""
+
+
+RESUME_REMEDY = "delete it to start over, or pass resume=False"
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    remedy: str = RESUME_REMEDY) -> dict:
+    """Load a checkpoint written by `save_checkpoint` (tensors and plain data only: `weights_only=True`).
+
+    A file that cannot be read raises `CheckpointError`: one line with the file, what is wrong with it (empty,
+    truncated, not written by torch.save, or holding objects a weights-only load refuses) and `remedy`.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the weights-only unpickler's notes on a file it may then refuse
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError) as err:
+        # One line, never torch's own message: it advises weights_only=False, which would run code from the file.
+        raise CheckpointError(f"{path} {_damage(path, err)}: {remedy}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint dict: {remedy}")
+    return state
+
+
+def _damage(path: Path, err: Exception) -> str:
+    """What is wrong with a checkpoint file torch.load could not read, in words."""
+    if isinstance(err, IsADirectoryError):
+        return "is a folder, not a checkpoint file"
+    if isinstance(err, OSError):
+        return f"cannot be read ({err.strerror or err})"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "is empty (its writing was cut off)"
+    if head != b"PK\x03\x04":  # the start of the zip archive torch.save writes
+        return "was not written by torch.save (it is no zip archive)"
+    if isinstance(err, pickle.UnpicklingError):
+        return "holds Python objects other than tensors and plain data, which a safe (weights-only) load refuses"
+    return "is truncated or damaged (an interrupted write or copy)"
 
 
 def _seed_epoch(loader: Batches, seed: int, epoch: int) -> None:
-    """Make epoch `epoch` reproducible whether or not the run was resumed: shuffling, augmentation, dropout."""
+    """Make epoch `epoch` reproducible whether or not the run was resumed: shuffling, augmentation, dropout.
+
+    A `GpuLoader` draws the epoch from (seed, epoch) itself. For a DataLoader, its sampler's and its own generator
+    are seeded, and its dataset's `set_seed` (an `ArrayDataset`) reseeds the augmentation, in this process and in
+    (persistent) worker processes alike.
+    """
     epoch_seed = seed * 1_000_003 + epoch
     seed_everything(epoch_seed)
     if hasattr(loader, "set_epoch"):
         loader.set_epoch(epoch, seed)
         return
-    if getattr(loader, "generator", None) is not None:
-        loader.generator.manual_seed(epoch_seed)
+    for generator in (getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None)):
+        if generator is not None:
+            generator.manual_seed(epoch_seed)
     dataset = getattr(loader, "dataset", None)
-    if hasattr(dataset, "set_seed") and getattr(loader, "num_workers", 0) == 0:
+    if hasattr(dataset, "set_seed"):
         dataset.set_seed(epoch_seed)
+
+
+def _resume(path: Path, epochs: int, device: torch.device, amp_dtype: torch.dtype | None, *, model: nn.Module,
+            optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
+            early_stopping: EarlyStopping | None, ema: ModelEMA | None) -> History:
+    """Load the checkpoint at `path` into the training state; on any device and in any precision (one line says
+    when these changed). Returns the history so far."""
+    state = load_checkpoint(path, map_location=device)
+    if "epochs" not in state or "model" not in state:
+        raise CheckpointError(f"{path} is not a training checkpoint written by fit: {RESUME_REMEDY}")
+    if state["epochs"] != epochs:
+        raise CheckpointError(f"{path} belongs to a {state['epochs']}-epoch run, not {epochs}: {RESUME_REMEDY}")
+    if ema is not None and state.get("ema") is None:
+        raise CheckpointError(f"{path} was written without an EMA: {RESUME_REMEDY}")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path} holds the weights of another model ({str(err).splitlines()[0]}): "
+                              f"{RESUME_REMEDY}") from None
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"]:  # empty when written with the scaler off (fp32 or bf16): a fresh loss scale then
+        scaler.load_state_dict(state["scaler"])
+    if early_stopping is not None and state["early_stopping"] is not None:
+        early_stopping.load_state_dict(state["early_stopping"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+    print(f"Resumed from {path} after epoch {state['epoch']} of {epochs}.")
+    # Checkpoints written before the precision was recorded: fp16 exactly when the scaler state is not empty.
+    was = (state.get("precision") or ("fp16 + GradScaler" if state["scaler"] else "fp32"), state.get("device"))
+    now = (precision_name(amp_dtype), device.type)
+    if was[0] != now[0] or was[1] not in (None, now[1]):
+        fresh = "; the GradScaler starts from a fresh loss scale" if scaler.is_enabled() and not state["scaler"] else ""
+        print(f"The checkpoint was written in {was[0]}{f' on {was[1]}' if was[1] else ''}; "
+              f"training goes on in {now[0]} on {now[1]}{fresh}.")
+    return History(list(state["history"]))
 
 
 def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimizer, epochs: int, *,
@@ -330,8 +374,17 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
       as the mean softmax over each image and its mirror: `history.final_model`. This costs three forward passes
       of the test set per model, once; the per-epoch log stays without TTA.
     - `checkpoint_path`: a checkpoint is written atomically after every epoch; with `resume`, an existing one is
-      loaded and training continues where it stopped (a seeded run ends with the same history either way).
-    - Mixed precision on CUDA (`amp`): bf16 where supported, else fp16 with a GradScaler. channels_last on CUDA.
+      loaded and training continues where it stopped, on any device and in any precision (a CPU checkpoint
+      resumes in fp16 on a T4, say: one line says so). A damaged one raises `CheckpointError` with the way out.
+    - Reproducibility: every epoch's randomness (shuffling, augmentation, dropout) is drawn from (`seed`, epoch),
+      so a resumed run trains on the same batches as an uninterrupted one, with a `GpuLoader` or a DataLoader
+      over an `ArrayDataset` (worker processes too, for the same number of workers). On the CPU it ends with the
+      same history, bit for bit. On CUDA the data are the same but the arithmetic is not bit-exact: cuDNN's
+      benchmark mode picks its algorithms anew in each process, and some GPU kernels sum in varying order, so
+      two runs differ in the last bits, and the difference grows over the epochs like a change of seed's would.
+    - Mixed precision (`amp`), decided by `autocast_dtype(device)`: bf16 on GPUs of compute capability 8.0 and
+      newer, fp16 with a GradScaler on 7.x (Colab's T4), fp32 below that, on the CPU and on mps. channels_last
+      on CUDA.
     - `compile`: run the forward passes through `torch.compile(model)` (the first epoch pays the compilation);
       `model` itself is trained in place and checkpoints keep its plain state_dict keys.
     """
@@ -356,24 +409,9 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
     history, start = History(), 0
 
     if checkpoint_path is not None and resume and Path(checkpoint_path).exists():
-        state = load_checkpoint(checkpoint_path, map_location=device)
-        if state["epochs"] != epochs:
-            raise ValueError(f"{checkpoint_path} belongs to a {state['epochs']}-epoch run, not {epochs}: "
-                             "delete it or pass resume=False to start over")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if early_stopping is not None and state["early_stopping"] is not None:
-            early_stopping.load_state_dict(state["early_stopping"])
-        if ema is not None:
-            if state.get("ema") is None:
-                raise ValueError(f"{checkpoint_path} was written without an EMA: delete it or pass resume=False")
-            ema.load_state_dict(state["ema"])
-        history = History(list(state["history"]))
-        start = state["epoch"]
-        print(f"Resumed from {checkpoint_path} after epoch {start} of {epochs}.")
+        history = _resume(Path(checkpoint_path), epochs, device, amp_dtype, model=model, optimizer=optimizer,
+                          scheduler=scheduler, scaler=scaler, early_stopping=early_stopping, ema=ema)
+        start = len(history)
 
     epoch_bar = tqdm(range(start + 1, epochs + 1), desc="training", unit="epoch", disable=not progress,
                      initial=start, total=epochs)
@@ -408,7 +446,8 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
             save_checkpoint(checkpoint_path, {
                 "epoch": epoch, "epochs": epochs, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict(), "history": history.records,
+                "scaler": scaler.state_dict(), "precision": precision_name(amp_dtype), "device": device.type,
+                "history": history.records,
                 "early_stopping": early_stopping.state_dict() if early_stopping is not None else None,
                 "ema": ema.state_dict() if ema is not None else None})
         if on_epoch_end is not None:
@@ -461,6 +500,6 @@ def describe_final_model(final: dict) -> str:
     return f"Final model (weights of epoch {final['epoch']} of {final['epochs']}){measured}"
 
 
-__all__ = ["EarlyStopping", "History", "TrainingDiverged", "autocast", "autocast_dtype", "describe_final_model",
+__all__ = ["CheckpointError", "EarlyStopping", "History", "TrainingDiverged", "autocast", "autocast_dtype", "describe_final_model",
            "device_name", "evaluate", "fit", "l1_penalty", "load_checkpoint", "measure_final_model", "predict",
            "save_checkpoint", "seed_everything", "select_device", "to_device", "train_epoch"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +32,14 @@ from torch import nn
 
 from . import models
 from .data import CIFAR10_CLASSES
-from .engine import load_checkpoint, predict, save_checkpoint, select_device
+from .engine import CheckpointError, load_checkpoint, predict, save_checkpoint, select_device
 from .loaders import make_loader
 from .safe_pickle import UnsafePickleError, load_dict
 from .transforms import build_transform
 
 EXPORT_FORMAT = "cifar10-notebooks/exported-model/1"
 CSV_HEADER = ("ID", "Labels")
+MODEL_REMEDY = "export the model again with helpers.kaggle.export_model (or pass a fit() checkpoint with --model)"
 
 
 class KaggleInputError(ValueError):
@@ -119,14 +119,9 @@ def load_model(path: str | os.PathLike, model_name: str | None = None) -> tuple[
     and its factory name."""
     path = Path(path)
     try:
-        state = load_checkpoint(path, map_location="cpu")
-    except FileNotFoundError:
-        raise
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as err:
-        raise KaggleInputError(f"{path} could not be read as a checkpoint; it may be truncated or not written by "
-                               f"torch.save ({type(err).__name__}: {err})") from None
-    if not isinstance(state, dict):
-        raise KaggleInputError(f"{path}: expected a checkpoint dict, got {type(state).__name__}")
+        state = load_checkpoint(path, map_location="cpu", remedy=MODEL_REMEDY)
+    except CheckpointError as err:
+        raise KaggleInputError(str(err)) from None
     if state.get("format") == EXPORT_FORMAT:
         weights, num_classes = state["state_dict"], state["num_classes"]
         model_name = model_name or state["model_name"]

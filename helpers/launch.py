@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from .data import PROJECT_ROOT
-from .engine import device_name, select_device
+from .devices import (autocast, autocast_dtype, device_name, precision_name, select_device, synchronize,
+                      to_device)
 from .models import FACTORIES
 
 QUICK_DIR = Path("runs") / "quick"  # relative to the project root; git-ignored
@@ -97,31 +98,31 @@ def full_run_size(params: dict) -> RunSize:
 
 def time_model(model: nn.Module, device: torch.device, batch_size: int = 32, steps: int = 2) -> Timing:
     """Seconds per image of SGD training steps and of evaluation forward passes of `model` on `device`, timed
-    after one warm-up step on random images."""
-    model = model.to(device)
+    after one warm-up step on random images, in the precision and memory format `fit` would use there."""
+    channels_last = device.type == "cuda"
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    x = torch.randn(batch_size, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (batch_size,), device=device)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
+    amp_dtype = autocast_dtype(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    x, y = to_device(torch.randn(batch_size, 3, 32, 32), torch.randint(0, 10, (batch_size,)), device, channels_last)
     model.train()
     for step in range(steps + 1):
         if step == 1:
-            sync()
+            synchronize(device)
             began = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-    sync()
+        with autocast(device, amp_dtype):
+            loss = nn.functional.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    synchronize(device)
     train = (time.perf_counter() - began) / (steps * batch_size)
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, amp_dtype):
         began = time.perf_counter()
         model(x)
-        sync()
+        synchronize(device)
     return Timing(train, (time.perf_counter() - began) / batch_size)
 
 
@@ -169,15 +170,28 @@ def quick_banner(path: Path, quick: dict, size: RunSize, device: torch.device, f
             f"NB={path}` runs it; `make run NB={path} FORCE=1` runs it here anyway.")
 
 
+def execute(notebook: str | nbformat.NotebookNode, output: str, **kwargs) -> None:
+    """Execute `notebook` with papermill into `output`, its kernel reached over local (IPC) sockets where the
+    system has them (not Windows): no TCP ports open to the network, and so no kernel warning about them."""
+    import papermill
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class LocalKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self) -> str:
+            return "tcp" if os.name == "nt" else "ipc"
+
+    papermill.execute_notebook(notebook, output, kernel_manager_class=LocalKernelManager, **kwargs)
+
+
 def launch(path: Path, device: torch.device, force: bool, minutes: float) -> Path:
     """Run one notebook (full on CUDA or when forced, else quick); returns the executed notebook's path."""
-    import papermill
-
     path = Path(path)
     cwd = str(path.resolve().parent)
     if device.type == "cuda" or force:
         print(f"Full run of {path} on {device} ({device_name(device)}), executed in place.", flush=True)
-        papermill.execute_notebook(str(path), str(path), cwd=cwd)
+        execute(str(path), str(path), cwd=cwd)
         return path
     notebook = nbformat.read(path, as_version=4)
     params = full_run_parameters(notebook)
@@ -199,7 +213,7 @@ def launch(path: Path, device: torch.device, force: bool, minutes: float) -> Pat
     banner.id = "quick-run-banner"
     notebook.cells.insert(0, banner)
     output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(notebook, str(output), parameters=quick, cwd=cwd)
+    execute(notebook, str(output), parameters=quick, cwd=cwd)
     return output
 
 
@@ -212,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = select_device(args.device)
     found = device_name(device) if device.type == "cpu" else f"{device} ({device_name(device)})"
-    print(f"Device: {found}" + ("" if device.type == "cuda" else ": no CUDA GPU, so no full run unless forced."),
+    print(f"Device: {found}, precision {precision_name(autocast_dtype(device))}"
+          + ("" if device.type == "cuda" else ": no CUDA GPU, so no full run unless forced."),
           flush=True)
     for path in args.notebooks:
         output = launch(path, device, args.force, args.minutes)

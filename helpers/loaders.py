@@ -6,46 +6,57 @@ from typing import Callable, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from .gpu_loader import NO_AUGMENTATION, Augmentation, GpuLoader
+from .augmentation import NO_AUGMENTATION, Augmentation
+from .gpu_loader import GpuLoader
 
 Backend = Literal["auto", "gpu", "cpu"]
 
 
 class ArrayDataset(Dataset):
-    """Images uint8 [N, 32, 32, 3] and labels [N]; `transform` (albumentations) maps an image to a tensor."""
+    """Images uint8 [N, 32, 32, 3] and labels [N]; `transform` (albumentations) maps an image to a tensor.
+
+    `set_seed(seed)` reseeds the augmentation, here and in DataLoader worker processes, persistent ones too: the
+    seed sits in shared memory, and each worker, on its first image after a change, reseeds its own streams
+    (albumentations' generator and torch's, which torchvision's transforms draw from) from (seed, worker id).
+    A DataLoader with the same sampler order and the same number of workers then draws the same augmentations.
+    """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None = None) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels, self.transform = images, np.asarray(labels, dtype=np.int64), transform
+        self._seed = torch.zeros((), dtype=torch.int64).share_memory_()  # set in this process, read by workers
+        self._worker_seed: tuple[int, int] | None = None  # (seed, worker id) a worker last reseeded from
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None and self._worker_seed != (int(self._seed), worker.id):
+            self._seed_worker(int(self._seed), worker.id)
         image = self.images[index]
         if self.transform is None:
             return torch.from_numpy(image).permute(2, 0, 1).float().div(255), int(self.labels[index])
         return self.transform(image=image)["image"], int(self.labels[index])
 
     def set_seed(self, seed: int) -> None:
-        """Seed the transform's random generator (albumentations keeps its own, not numpy's global one)."""
+        """Seed the augmentation: the transform's generator here (albumentations keeps its own, not numpy's
+        global one) and, from their next image on, every worker's streams."""
+        self._seed.fill_(seed)
+        self._reseed_transform(seed)
+
+    def _seed_worker(self, seed: int, worker_id: int) -> None:
+        worker_seed = (seed * 1_000_003 + worker_id + 1) % 2**63
+        self._reseed_transform(worker_seed)
+        torch.manual_seed(worker_seed)  # torchvision v2 transforms draw from torch's generator
+        self._worker_seed = (seed, worker_id)
+
+    def _reseed_transform(self, seed: int) -> None:
         if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed)
-
-
-def _seed_worker(worker_id: int) -> None:
-    """Give each worker process its own augmentation stream.
-
-    A forked worker inherits the parent's albumentations generator, so without this every worker (and, with
-    non-persistent workers, every epoch) would replay the same augmentations.
-    """
-    info = torch.utils.data.get_worker_info()
-    dataset = info.dataset
-    if hasattr(dataset, "set_seed"):
-        dataset.set_seed(info.seed % 2**32)
+            self.transform.set_random_seed(seed % 2**32)
 
 
 def default_num_workers(device: torch.device | str) -> int:
@@ -69,10 +80,14 @@ def make_loader(images: np.ndarray, labels: np.ndarray, transform: Callable | No
     workers = default_num_workers(device) if num_workers is None else num_workers
     dataset = ArrayDataset(images, labels, transform)
     dataset.set_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
-                      num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                      worker_init_fn=_seed_worker if workers > 0 else None, generator=generator)
+    # The sampler has a generator of its own: it draws once per epoch, whereas the DataLoader's draws a worker
+    # base seed only when its workers start, so sharing one would shift a resumed epoch's order.
+    sampler = (RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if train
+               else SequentialSampler(dataset))
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                      drop_last=train and len(dataset) > batch_size, num_workers=workers,
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def resolve_backend(backend: Backend, device: torch.device | str) -> Literal["gpu", "cpu"]:

@@ -124,7 +124,8 @@ def find_lr(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Iterable
     optimizer are restored afterwards (`reset()`), whatever happens.
 
     A test that diverges early or a loss that never falls still gives a finite suggestion within the range; the
-    printed line and the plot title say how it was found. `loader` may be a DataLoader or any iterable of
+    printed line and the plot title say how it was found. The test runs in fp32; batches are copied to the device
+    asynchronously only on CUDA (on mps such a copy can read released memory). `loader` may be a DataLoader or any iterable of
     (images, labels) batches (such as the GPU-resident loader).
     """
     if num_iter < MIN_ITERATIONS:
@@ -135,7 +136,7 @@ def find_lr(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Iterable
     train_iter = loader if isinstance(loader, DataLoader) else TrainDataLoaderIter(loader)
     try:
         finder.range_test(train_iter, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, step_mode=step_mode,
-                          diverge_th=diverge_th)
+                          diverge_th=diverge_th, non_blocking_transfer=device.type == "cuda")
     finally:
         finder.reset()  # back to the weights and optimizer state from before the test
     lrs, losses = [float(v) for v in finder.history["lr"]], [float(v) for v in finder.history["loss"]]

@@ -1,19 +1,43 @@
-"""What every notebook does around its story: smoke mode, loading the data it runs on, saying where it ran."""
+"""What every notebook does around its story: smoke mode, where it keeps its files, loading the data it runs on,
+saying where it ran."""
 from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
+from typing import Literal
 
 import torch
 
-from .data import Cifar10, load_cifar10, synthetic_cifar10
-from .engine import History, device_name, select_device
+from .data import PROJECT_ROOT, Cifar10, load_cifar10, synthetic_cifar10
+from .devices import describe_precision, device_name, select_device
+from .engine import History
 from .goals import Goal
 
 
 def smoke_mode() -> bool:
     """True when the environment variable SMOKE is set to 1 (CI's quick CPU run of every notebook)."""
     return os.environ.get("SMOKE", "0").strip().lower() in ("1", "true", "yes")
+
+
+DRIVE = Path("/content/drive/MyDrive")  # Google Drive, where Colab's drive.mount("/content/drive") puts it
+DRIVE_FOLDER = "cifar10-notebooks"
+STORAGE_VARIABLES = {"checkpoints": "CHECKPOINT_DIR", "results": "RESULTS_DIR"}
+
+
+def storage_dir(kind: Literal["checkpoints", "results"]) -> Path:
+    """Where the notebooks keep their checkpoints or run records.
+
+    In order: the folder named by $CHECKPOINT_DIR or $RESULTS_DIR; with Google Drive mounted at Colab's usual
+    place, MyDrive/cifar10-notebooks/<kind>, which outlives the Colab runtime, so that running a notebook again
+    after a disconnect resumes from its checkpoint; else <project>/<kind>.
+    """
+    variable = os.environ.get(STORAGE_VARIABLES[kind])
+    if variable:
+        return Path(variable).expanduser().resolve()
+    if DRIVE.is_dir():
+        return DRIVE / DRIVE_FOLDER / kind
+    return PROJECT_ROOT / kind
 
 
 def load_data(root: str | None = None, smoke: bool = False, n_train: int | None = None,
@@ -30,10 +54,12 @@ def load_data(root: str | None = None, smoke: bool = False, n_train: int | None 
 
 
 def describe_run(data: Cifar10, device: torch.device | str) -> str:
-    """One paragraph saying which data, device and software produced the outputs below it; also printed."""
+    """One paragraph saying which data, device, precision and software produced the outputs below it; also
+    printed."""
     device = select_device(device)
     text = (f"Data:   {data.source}: {len(data.train_labels):,} training / {len(data.test_labels):,} test images\n"
             f"Device: {device} - {device_name(device)}\n"
+            f"Precision: {describe_precision(device)}\n"
             f"Python {platform.python_version()}, torch {torch.__version__}")
     print(text)
     return text

@@ -145,7 +145,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 def test_checkpoints_load_with_weights_only(tmp_path):
     torch.save({"evil": NotATensor()}, tmp_path / "bad.pt")
-    with pytest.raises(Exception, match="(?i)weights_only"):
+    with pytest.raises(h.CheckpointError, match="other than tensors and plain data, which a safe"):
         h.load_checkpoint(tmp_path / "bad.pt")
 
 
@@ -216,3 +216,55 @@ def test_predict_returns_labels_and_probabilities(tiny_data):
     y_pred, y_true, probs = h.predict(model, test, torch.device("cpu"))
     assert y_pred.shape == y_true.shape == (60,) and probs.shape == (60, 10)
     assert np.allclose(probs.sum(1), 1, atol=1e-5) and np.array_equal(probs.argmax(1), y_pred)
+
+
+def worker_loader(images, labels, batch_size=32):
+    """Crop + flip in 2 persistent worker processes, as `LOADER = "cpu"` runs on a GPU machine."""
+    return h.make_loader(images, labels, T.build_transform(T.pad_and_crop(4), T.horizontal_flip()), batch_size,
+                         train=True, num_workers=2)
+
+
+def test_worker_augmentations_depend_on_seed_and_epoch_only(tiny_data):
+    """What a resumed run needs: epoch 3 of a loader that ran epochs 1 and 2 equals epoch 3 of a fresh one."""
+    from helpers.engine import _seed_epoch
+
+    split, _ = tiny_data
+
+    def epoch(loader, number):
+        _seed_epoch(loader, 7, number)
+        return [(x, y) for x, y in loader]
+
+    ran = worker_loader(split.train_images, split.train_labels)
+    first, _, third = epoch(ran, 1), epoch(ran, 2), epoch(ran, 3)
+    resumed = epoch(worker_loader(split.train_images, split.train_labels), 3)
+    assert all(torch.equal(x, rx) and torch.equal(y, ry) for (x, y), (rx, ry) in zip(third, resumed))
+    assert not torch.equal(first[0][0], third[0][0])
+    # The two workers draw different augmentations: one image repeated, so only the draws tell batches apart.
+    same = np.repeat(split.train_images[:1], 64, axis=0)
+    loader = worker_loader(same, np.zeros(64, dtype=np.int64), batch_size=16)
+    batches = epoch(loader, 1)
+    assert not torch.equal(batches[0][0], batches[1][0])
+
+
+def test_killed_and_resumed_run_with_worker_processes_ends_with_the_same_history(tiny_data, tmp_path):
+    split, data = tiny_data
+
+    def run(checkpoint=None, stop_after=None):
+        train = worker_loader(split.train_images, split.train_labels)
+        model, opt, sched = new_run(steps=len(train))
+
+        def stop(epoch, history):
+            if epoch == stop_after:
+                raise KeyboardInterrupt
+
+        try:
+            return h.fit(model, train, opt, 4, scheduler=sched, checkpoint_path=checkpoint, progress=False, seed=3,
+                         on_epoch_end=stop)
+        except KeyboardInterrupt:
+            return None
+
+    reference = run()
+    run(tmp_path / "run.pt", stop_after=2)
+    resumed = run(tmp_path / "run.pt")
+    assert metrics(resumed) == metrics(reference)
+    assert len({r["train_loss"] for r in reference.records}) == 4

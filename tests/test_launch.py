@@ -83,8 +83,8 @@ def executed(monkeypatch, tmp_path):
 
     calls = []
     monkeypatch.setattr(papermill, "execute_notebook",
-                        lambda notebook, output, parameters=None, cwd=None: calls.append((notebook, output,
-                                                                                          parameters, cwd)))
+                        lambda notebook, output, parameters=None, cwd=None, **kwargs: calls.append(
+                            (notebook, output, parameters, cwd)))
     monkeypatch.setattr(launch, "PROJECT_ROOT", tmp_path)
     monkeypatch.setattr(launch, "time_model", lambda model, device: CPU_TIMING)
     return calls
@@ -111,5 +111,16 @@ def test_forced_or_on_cuda_make_run_runs_the_full_notebook_in_place(executed, mo
     launch.main([str(nb), "--device", "cpu", "--force"])
     monkeypatch.setattr(launch, "select_device", lambda preferred=None: torch.device("cuda"))
     monkeypatch.setattr(launch, "device_name", lambda device: "a CUDA GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     launch.main([str(nb)])
     assert [(str(a), str(b), p) for a, b, p, _ in executed] == [(str(nb), str(nb), None)] * 2
+
+
+def test_make_run_executes_quietly(tmp_path, capfd):
+    """The kernel is reached over local sockets: no 'Kernel is running over TCP without encryption' per notebook."""
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('hello')")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    launch.execute(notebook, str(tmp_path / "out.ipynb"), progress_bar=False)
+    assert read(tmp_path / "out.ipynb").cells[0].outputs[0]["text"] == "hello\n"
+    captured = capfd.readouterr()
+    assert "without encryption" not in captured.out + captured.err
