@@ -49,7 +49,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import models
 from .data import CIFAR10_MEAN, CIFAR10_STD, PROJECT_ROOT, Cifar10, load_cifar10
-from .engine import autocast, autocast_dtype, describe_final_model, device_name, select_device, to_device
+from .devices import (autocast, autocast_dtype, describe_precision, device_name, select_device, synchronize,
+                      to_device)
+from .engine import describe_final_model
 from .augmentation import Augmentation
 from .gpu_loader import GpuLoader
 from .loaders import default_num_workers, make_loader
@@ -137,9 +139,11 @@ def median_seconds(step: Callable[[], None], steps: int, repeats: int, warmup: i
             end.synchronize()
             timings.append(start.elapsed_time(end) / 1000)
         else:
+            synchronize(device)
             began = time.perf_counter()
             for _ in range(steps):
                 step()
+            synchronize(device)
             timings.append(time.perf_counter() - began)
     return statistics.median(timings)
 
@@ -384,13 +388,12 @@ def main(argv: Sequence[str] | None = None) -> str:
         print(f"{pipeline.name}: CPU path {row.cpu_images_per_s:,.0f} images/s, GPU path "
               f"{row.gpu_images_per_s:,.0f} images/s", flush=True)
 
-    amp = autocast_dtype(device)
     report = "\n".join([
         f"# Input-pipeline benchmark on {device_name(device)}", "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}; torch {torch.__version__}; device {device}",
         f"- data: {data.source} ({len(data.train_labels):,} training images)",
         f"- model: {args.model}{' (torch.compile)' if args.compile else ''}; batch {batch_size}; "
-        f"precision {'fp32' if amp is None else str(amp).replace('torch.', '')}; channels_last {cuda}",
+        f"precision {describe_precision(device)}; channels_last {cuda}",
         f"- timing: median of {args.repeats} chunks of {steps} training / {data_steps} data-only steps after "
         f"{warmup} warm-up steps ({'CUDA events' if cuda else 'time.perf_counter'}); DataLoader workers "
         f"{default_num_workers(device) if args.workers is None else args.workers}",

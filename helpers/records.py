@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from .data import PROJECT_ROOT
-from .engine import History, device_name
+from .devices import describe_precision, device_name
+from .engine import History
 from .models import count_parameters
 
 
@@ -55,6 +56,7 @@ def save_run_record(name: str, model: nn.Module, history: History, *, data_sourc
         "final_model": history.final_model,
         "wall_seconds": round(wall_seconds, 1),
         "device": device_name(device),
+        "precision": describe_precision(device),
         "torch": torch.__version__,
         "data": data_source,
         "seed": seed,
