@@ -9,7 +9,7 @@ import contextlib
 
 import torch
 
-BF16_CAPABILITY = (8, 0)  # Ampere and newer: cuDNN has bf16 convolutions (torch: supportsBFloat16ConvolutionWithCuDNNv8)
+BF16_CAPABILITY = (8, 0)  # Ampere on: cuDNN has bf16 convolutions (torch's supportsBFloat16ConvolutionWithCuDNNv8)
 FP16_CAPABILITY = (7, 0)  # Volta and Turing: fp16 tensor cores
 
 

@@ -309,7 +309,8 @@ def _seed_epoch(loader: Batches, seed: int, epoch: int) -> None:
     if hasattr(loader, "set_epoch"):
         loader.set_epoch(epoch, seed)
         return
-    for generator in (getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None)):
+    sampler = getattr(loader, "sampler", None)
+    for generator in (getattr(loader, "generator", None), getattr(sampler, "generator", None)):
         if generator is not None:
             generator.manual_seed(epoch_seed)
     dataset = getattr(loader, "dataset", None)
@@ -345,12 +346,12 @@ def _resume(path: Path, epochs: int, device: torch.device, amp_dtype: torch.dtyp
         ema.load_state_dict(state["ema"])
     print(f"Resumed from {path} after epoch {state['epoch']} of {epochs}.")
     # Checkpoints written before the precision was recorded: fp16 exactly when the scaler state is not empty.
-    was = (state.get("precision") or ("fp16 + GradScaler" if state["scaler"] else "fp32"), state.get("device"))
-    now = (precision_name(amp_dtype), device.type)
-    if was[0] != now[0] or was[1] not in (None, now[1]):
+    precision = state.get("precision") or ("fp16 + GradScaler" if state["scaler"] else "fp32")
+    written_on = state.get("device")
+    if precision != precision_name(amp_dtype) or written_on not in (None, device.type):
         fresh = "; the GradScaler starts from a fresh loss scale" if scaler.is_enabled() and not state["scaler"] else ""
-        print(f"The checkpoint was written in {was[0]}{f' on {was[1]}' if was[1] else ''}; "
-              f"training goes on in {now[0]} on {now[1]}{fresh}.")
+        print(f"The checkpoint was written in {precision}{f' on {written_on}' if written_on else ''}; "
+              f"training goes on in {precision_name(amp_dtype)} on {device.type}{fresh}.")
     return History(list(state["history"]))
 
 
@@ -500,6 +501,7 @@ def describe_final_model(final: dict) -> str:
     return f"Final model (weights of epoch {final['epoch']} of {final['epochs']}){measured}"
 
 
-__all__ = ["CheckpointError", "EarlyStopping", "History", "TrainingDiverged", "autocast", "autocast_dtype", "describe_final_model",
-           "device_name", "evaluate", "fit", "l1_penalty", "load_checkpoint", "measure_final_model", "predict",
-           "save_checkpoint", "seed_everything", "select_device", "to_device", "train_epoch"]
+__all__ = ["CheckpointError", "EarlyStopping", "History", "TrainingDiverged", "autocast", "autocast_dtype",
+           "describe_final_model", "device_name", "evaluate", "fit", "l1_penalty", "load_checkpoint",
+           "measure_final_model", "predict", "save_checkpoint", "seed_everything", "select_device", "to_device",
+           "train_epoch"]

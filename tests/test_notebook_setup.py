@@ -14,7 +14,7 @@ import pytest
 import helpers as h
 
 NOTEBOOKS = sorted((h.PROJECT_ROOT / "notebooks").glob("0*.ipynb"))
-BOOTSTRAP_END = "    import helpers as h\n"  # the shared setup ends with the fallback import; each notebook's own follow
+BOOTSTRAP_END = "    import helpers as h\n"  # the shared setup's last line; each notebook's own imports follow
 
 
 def first_cell(notebook) -> str:
