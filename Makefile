@@ -8,10 +8,14 @@ COLAB_VENV ?= .venv-colab
 NB ?= notebooks/01_resnet18_baseline.ipynb
 SHARED_DATA ?= ../shared/data/cifar10_local.py
 export NO_ALBUMENTATIONS_UPDATE := 1
+# The Colab image's ipykernel 6.17 imports debugpy at once, which warns about frozen modules on every kernel start.
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# Both venvs install without bytecode (--no-compile: half the install time); the first import writes it instead, so
+# a machine that sets PYTHONDONTWRITEBYTECODE would recompile torch in every test process.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup setup-colab data run run-all test test-main test-colab test-fast lab clean
 
-# --no-compile: bytecode is written on first import instead, for the modules used; the install takes half the time.
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
