@@ -66,7 +66,7 @@ def describe_precision(device: torch.device | str, enabled: bool = True) -> str:
     device = torch.device(device)
     name = precision_name(autocast_dtype(device, enabled))
     if device.type != "cuda":
-        return f"{name} ({device_name(device)})"
+        return f"{name} ({device.type})"
     major, minor = torch.cuda.get_device_capability(device)
     why = "" if not enabled or (major, minor) >= FP16_CAPABILITY else ": no tensor cores"
     return f"{name} ({device_name(device)}, sm_{major}{minor}{why})"

@@ -44,7 +44,7 @@ def test_precision_follows_the_compute_capability(monkeypatch, name):
 def test_cpu_and_mps_train_in_fp32():
     for device in ("cpu", "mps"):
         assert h.autocast_dtype(torch.device(device)) is None
-    assert h.describe_precision("cpu").startswith("fp32 (cpu (")
+    assert h.describe_precision("cpu") == "fp32 (cpu)" and h.describe_precision("mps") == "fp32 (mps)"
 
 
 def test_notebook_header_says_device_and_precision(monkeypatch, capsys):
