@@ -2,14 +2,16 @@
 precision or on another device, damaged checkpoints, asynchronous copies, and waiting for the device."""
 from __future__ import annotations
 
+import pickle
 import types
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import helpers as h
-from helpers import devices, engine, launch, lr_finder
+from helpers import devices, engine, kaggle, launch, lr_finder
 
 GPUS = {  # name, compute capability, what it must train in
     "Tesla T4": ((7, 5), torch.float16, "fp16 + GradScaler (Tesla T4, sm_75)"),
@@ -182,12 +184,8 @@ def test_fit_stops_on_a_damaged_checkpoint_with_that_line(train_loader, tmp_path
 
 @pytest.mark.parametrize("kind", ["truncated", "garbage", "unsafe"])
 def test_the_kaggle_tool_names_a_damaged_model_file(tmp_path, capsys, kind):
-    from helpers import kaggle
     path, problem = damaged(tmp_path)[kind]
     images = tmp_path / "images.pkl"
-    import pickle
-
-    import numpy as np
     images.write_bytes(pickle.dumps({b"data": np.zeros((2, 32, 32, 3), np.uint8), b"ids": [0, 1]}))
     assert kaggle.main([str(path), str(images), "-o", str(tmp_path / "s.csv")]) == 2
     error = capsys.readouterr().err.strip()
