@@ -35,8 +35,8 @@ class ArrayDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         worker = torch.utils.data.get_worker_info()
-        if worker is not None and self._worker_seed != (int(self._seed), worker.id):
-            self._seed_worker(int(self._seed), worker.id)
+        if worker is not None and self._worker_seed != (seed := int(self._seed), worker.id):
+            self._seed_worker(seed, worker.id)
         image = self.images[index]
         if self.transform is None:
             return torch.from_numpy(image).permute(2, 0, 1).float().div(255), int(self.labels[index])
