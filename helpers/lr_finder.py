@@ -1,10 +1,14 @@
 """Learning-rate range test with torch-lr-finder, wrapped for the notebooks' loaders and plots.
 
 torch-lr-finder runs the test (learning rate raised every step, loss smoothed, the test stopped when the loss passes
-`diverge_th` times its best) and `reset()` puts the model and optimizer back. The suggestion is made here, by
-`suggest_lr`, over whatever points the test produced: torch-lr-finder's own `plot(suggest_lr=True)` raises when a
-test that diverged early left fewer than `skip_start + skip_end + 2` points, and suggests a meaningless LR when the
-loss never falls.
+`diverge_th` times its best) and `reset()` puts the model and optimizer back. What the curve says is read here, over
+whatever points the test produced:
+- `suggest_lr`: one LR by steepest descent, the convention for a constant LR (torch-lr-finder, fastai).
+  torch-lr-finder's own `plot(suggest_lr=True)` raises when a test that diverged early left fewer than
+  `skip_start + skip_end + 2` points, and suggests a meaningless LR when the loss never falls.
+- `cycle_bounds`: Smith's bounds for a cyclical or one-cycle schedule (lower bound where the loss starts to fall,
+  upper bound where it stops falling), and where the loss diverged, from which `CycleBounds.decay_start_lr` gives
+  the start of a schedule that only decays.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ class LRRangeTest:
     losses: list[float]
     suggested_lr: float
     method: str
+    bounds: CycleBounds  # a cycle's lower and upper bound, and where the loss diverged (`cycle_bounds`)
     stopped_early: bool  # the test ended before `num_iter` steps (the loss diverged)
     figure: plt.Figure
 
@@ -97,10 +102,90 @@ def suggest_lr(lrs: Sequence[float], losses: Sequence[float], *, skip_start: int
                       window)
 
 
+GIVE_BACK = 0.5  # the loss has diverged once it climbs back above its lowest point by this fraction of its fall
+STARTS_TO_FALL = 0.1  # the loss "starts to fall" once it is this fraction of the way down to its lowest point
+
+
+@dataclass(frozen=True)
+class CycleBounds:
+    """A learning-rate range from a range test (Smith 2017, section 3.3), and where the loss diverged.
+
+    - `lr_min`: where the smoothed loss starts to fall: a cycle's lower bound.
+    - `lr_max`: where it stops falling (its lowest point before it diverges): a cycle's upper bound.
+    - `lr_diverged`: where it first climbs back to its starting level after that, i.e. where the test stopped
+      converging; None when it never does within the test.
+    - `method`: how they were found, in words.
+    """
+
+    lr_min: float
+    lr_max: float
+    lr_diverged: float | None
+    method: str
+
+    def decay_start_lr(self) -> float:
+        """The starting LR of a schedule that only decays (ReduceLROnPlateau, step decay), by Smith's rule of
+        thumb (2017, section 3.3): the best LR is usually within a factor of two of the largest one that converges.
+        Half of `lr_diverged`, never below `lr_max` (where the loss still fell); `lr_max` when the test never
+        diverged."""
+        return max(self.lr_max, self.lr_diverged / 2) if self.lr_diverged else self.lr_max
+
+
+def _moving_average(values: np.ndarray, width: int = 5) -> np.ndarray:
+    """A centred moving average that keeps the length (the window shrinks at the ends)."""
+    half = width // 2
+    return np.array([values[max(i - half, 0): i + half + 1].mean() for i in range(len(values))])
+
+
+def cycle_bounds(lrs: Sequence[float], losses: Sequence[float], *, skip_start: int = SKIP_START,
+                 skip_end: int = SKIP_END, min_drop: float = MIN_DROP) -> CycleBounds:
+    """A cycle's `(lr_min, lr_max)` from a range test's learning rates and smoothed losses (Smith's rule: the
+    lower bound where the loss starts to fall, the upper bound where it stops falling), and where it diverged.
+
+    Over the finite part of the curve, trimmed as in `analysis_window`, with the starting level the median of the
+    first three points:
+    - the curve is cut where the loss first climbs back above its lowest point so far by `GIVE_BACK` of the fall
+      made so far (once that fall is at least `min_drop` of the starting level): a loss that falls again after diverging (as ResNet-9's does beyond LR 2) is never read;
+    - `lr_max` is the lowest point before the cut, on a 5-point moving average (robust to noise);
+    - `lr_min` is the first point `STARTS_TO_FALL` of the way down from the starting level to that lowest point;
+    - `lr_diverged` is the first point after `lr_max`, trimmed end included, whose loss is back at the starting
+      level (None if none).
+    A loss that never falls by `min_drop` of its starting level has no cycle in it: then `lr_max` is `suggest_lr`'s
+    fallback and `lr_min` a hundredth of it (OneCycleLR's range is 25; Page's cycle starts from 0), and `method`
+    says so.
+    """
+    if not lrs or len(lrs) != len(losses):
+        raise ValueError(f"need as many losses as learning rates (at least one), got {len(lrs)} and {len(losses)}")
+    lrs_array, losses_array = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    finite = np.isfinite(losses_array)
+    n = len(losses_array) if finite.all() else int(np.argmin(finite))
+    window = analysis_window(max(n, 1), skip_start, skip_end)
+    x, y = lrs_array[window], losses_array[window]
+    start = float(np.median(y[:3])) if n else float("nan")
+    lowest_so_far = np.minimum.accumulate(y) if n else y
+    fell = start - lowest_so_far
+    gave_back = np.flatnonzero((fell >= min_drop * abs(start)) & (y - lowest_so_far > GIVE_BACK * fell)) if n else []
+    cut = int(gave_back[0]) if len(gave_back) else len(y)
+    smoothed = _moving_average(y[:cut]) if cut else y[:1]
+    if n < 2 or cut < 2 or start - smoothed.min() < min_drop * abs(start):
+        fallback = suggest_lr(lrs, losses, skip_start=skip_start, skip_end=skip_end, min_drop=min_drop)
+        return CycleBounds(max(fallback.lr / 100, float(lrs_array[0])), fallback.lr, None,
+                           f"no cycle: the loss never fell by {min_drop:.0%}; upper bound the suggestion "
+                           f"({fallback.method}), lower bound a hundredth of it")
+    lowest = int(np.argmin(smoothed))
+    falling = np.flatnonzero(y[: lowest + 1] <= start - STARTS_TO_FALL * (start - smoothed[lowest]))
+    after = window.start + lowest  # the trimmed end is read here: it is where a test diverges
+    back_up = np.flatnonzero(losses_array[after:n] >= start)
+    lr_diverged = float(lrs_array[after + back_up[0]]) if len(back_up) else None
+    return CycleBounds(float(x[falling[0]]), float(x[lowest]), lr_diverged,
+                       f"Smith's bounds: the loss starts to fall ({STARTS_TO_FALL:.0%} of the way down) at lr_min "
+                       f"and is lowest at lr_max" + (f"; back at its starting level at {lr_diverged:.2e}"
+                                                      if lr_diverged else "; never back at its starting level"))
+
+
 def plot_range_test(lrs: Sequence[float], losses: Sequence[float], suggestion: Suggestion,
-                    title: str) -> plt.Figure:
+                    title: str, bounds: CycleBounds | None = None) -> plt.Figure:
     """Smoothed loss against learning rate (log scale): the analysed window in colour, the trimmed points grey,
-    the suggestion in red."""
+    the suggestion in red, a cycle's bounds (when given) as a green band."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     finite = [(lr, loss) for lr, loss in zip(lrs, losses) if np.isfinite(loss)]
     if finite:
@@ -108,7 +193,11 @@ def plot_range_test(lrs: Sequence[float], losses: Sequence[float], suggestion: S
     window = [(lr, loss) for lr, loss in zip(lrs[suggestion.window], losses[suggestion.window]) if np.isfinite(loss)]
     if window:
         ax.plot(*zip(*window), color="C0", marker=".", markersize=4, label="points analysed")
-    ax.axvline(suggestion.lr, color="red", linestyle="--", label=f"suggested {suggestion.lr:.2e}")
+    ax.axvline(suggestion.lr, color="red", linestyle="--", label=f"steepest descent {suggestion.lr:.2e}")
+    if bounds is not None:
+        ax.axvspan(bounds.lr_min, bounds.lr_max, color="C2", alpha=0.12,
+                   label=f"cycle bounds {bounds.lr_min:.2e} - {bounds.lr_max:.2e}")
+        ax.axvline(bounds.lr_max, color="C2", linestyle="-", linewidth=1.2)
     ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
@@ -120,8 +209,9 @@ def find_lr(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Iterable
             criterion: Callable | None = None, start_lr: float = 1e-5, end_lr: float = 10.0, num_iter: int = 100,
             step_mode: str = "exp", diverge_th: float = 5, device: torch.device | str | None = None
             ) -> LRRangeTest:
-    """Run torch-lr-finder's range test, suggest a learning rate (`suggest_lr`) and plot it; the model and
-    optimizer are restored afterwards (`reset()`), whatever happens.
+    """Run torch-lr-finder's range test, suggest a learning rate (`suggest_lr`) and a cycle's bounds
+    (`cycle_bounds`), and plot them; the model and optimizer are restored afterwards (`reset()`), whatever
+    happens.
 
     A test that diverges early or a loss that never falls still gives a finite suggestion within the range; the
     printed line and the plot title say how it was found. The test runs in fp32; batches are copied to the device
@@ -140,10 +230,13 @@ def find_lr(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Iterable
     finally:
         finder.reset()  # back to the weights and optimizer state from before the test
     lrs, losses = [float(v) for v in finder.history["lr"]], [float(v) for v in finder.history["loss"]]
-    suggestion = suggest_lr(lrs, losses)
+    suggestion, bounds = suggest_lr(lrs, losses), cycle_bounds(lrs, losses)
     stopped_early = len(lrs) < num_iter
     steps = f"{len(lrs)} of {num_iter} steps" + (" (stopped early: the loss diverged)" if stopped_early else "")
-    print(f"LR range test, {steps}: suggested LR {suggestion.lr:.2e} by {suggestion.method}.")
+    print(f"LR range test, {steps}: suggested LR {suggestion.lr:.2e} by {suggestion.method}.\n"
+          f"Cycle bounds {bounds.lr_min:.2e} - {bounds.lr_max:.2e}: {bounds.method}.")
     figure = plot_range_test(lrs, losses, suggestion,
-                             f"LR range test, {steps}: suggested {suggestion.lr:.2e}\nby {suggestion.method}")
-    return LRRangeTest(lrs, losses, suggestion.lr, suggestion.method, stopped_early, figure)
+                             f"LR range test, {steps}: steepest descent {suggestion.lr:.2e}, cycle "
+                             f"{bounds.lr_min:.2e} - {bounds.lr_max:.2e}\nsuggestion by {suggestion.method}",
+                             bounds)
+    return LRRangeTest(lrs, losses, suggestion.lr, suggestion.method, bounds, stopped_early, figure)
