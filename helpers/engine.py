@@ -242,6 +242,11 @@ def _scheduler_interval(scheduler) -> Literal["batch", "epoch", "plateau"] | Non
     return "epoch"
 
 
+def _plateau_metric(scheduler) -> Literal["val_loss", "val_acc"]:
+    """What a ReduceLROnPlateau watches: the validation accuracy in mode "max", else the validation loss."""
+    return "val_acc" if getattr(scheduler, "mode", "min") == "max" else "val_loss"
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write `state` with torch.save atomically: to a temporary file, then renamed over `path`."""
     path = Path(path)
@@ -365,8 +370,9 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
         compile: bool = False, on_epoch_end: Callable[[int, History], None] | None = None) -> History:
     """Train `model` for `epochs` epochs and return its `History`.
 
-    - `scheduler`: stepped per batch (OneCycleLR, CyclicLR), on the validation loss (ReduceLROnPlateau) or per
-      epoch (others); `scheduler_interval` overrides the guess.
+    - `scheduler`: stepped per batch (OneCycleLR, CyclicLR), per epoch on a validation metric (ReduceLROnPlateau:
+      the accuracy when its mode is "max", else the loss) or per epoch (others); `scheduler_interval` overrides
+      the guess.
     - `early_stopping`: patience (int) or an `EarlyStopping`; it watches the validation set only, never the test set.
     - `ema`: a `ModelEMA` of `model`, updated after every optimizer step and evaluated every epoch beside the raw
       weights (`val_acc_ema`, `test_acc_ema`, ...: one more evaluation pass per split and epoch), and saved in the
@@ -435,7 +441,7 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
                 record[f"{split}_loss_ema"], record[f"{split}_acc_ema"] = evaluate(
                     ema.module, loader, device, loss_fn, amp_dtype, channels_last)
         if interval == "plateau":
-            scheduler.step(record["val_loss"])
+            scheduler.step(record[_plateau_metric(scheduler)])
         elif interval == "epoch":
             scheduler.step()
         stop = early_stopping is not None and early_stopping.update(record[early_stopping.monitor], epoch, model)

@@ -198,6 +198,18 @@ def test_reduce_on_plateau_steps_on_validation_loss(tiny_data):
     assert history["lr"] == pytest.approx([1e-9, 1e-9, 0.5e-9, 0.25e-9], abs=1e-13)
 
 
+@pytest.mark.parametrize("mode, metric", [("min", "val_loss"), ("max", "val_acc")])
+def test_reduce_on_plateau_watches_the_validation_metric_its_mode_names(tiny_data, mode, metric):
+    train, val, _ = loaders(tiny_data, augment=False)
+    model, opt, _ = new_run()
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, patience=1)
+    seen = []
+    step = plateau.step
+    plateau.step = lambda value: (seen.append(value), step(value))
+    history = h.fit(model, train, opt, 3, val_loader=val, scheduler=plateau, progress=False)
+    assert seen == pytest.approx(history[metric])
+
+
 def test_l1_penalty_shrinks_weights(tiny_data):
     train, _, _ = loaders(tiny_data, augment=False)
     layer = nn.Linear(3, 2)
