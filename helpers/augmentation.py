@@ -27,7 +27,8 @@ class Augmentation:
       ±limit degrees, x and y scale in 1 ± limit, x and y shift up to ±limit of the size; bilinear, the uncovered
       border filled with the dataset mean pixel (albumentations `Rotate`, or `Affine` when scale or shift is set).
     - `randaugment_ops` > 0: RandAugment with this many ops per image at `randaugment_magnitude` of 31 bins
-      (torchvision v2 `RandAugment`).
+      (torchvision v2 `RandAugment`; bin 30 is the paper's magnitude 10, its maximum, for rotate, shear and
+      solarize: the paper's M is bin 3M here).
     - `cutout_size`: one square hole of this side filled with the dataset mean pixel, with probability `cutout_p`,
       placed like albumentations 2.x `CoarseDropout`: entirely inside the image, top-left corner uniform; 0: none.
     - normalization with the CIFAR-10 mean and standard deviation, then `erasing_p` > 0: torchvision
@@ -75,15 +76,16 @@ class Augmentation:
     def cpu_transform(self, seed: int | None = None) -> A.Compose | T.TorchvisionTransform:
         """The per-image training transform of the CPU pipeline, normalization and tensor conversion included:
         albumentations, or torchvision v2 when RandAugment or RandomErasing is on (albumentations has no
-        RandAugment; that pipeline takes crop and flip only). `seed` seeds albumentations' own generator; the
-        torchvision pipeline draws from torch's, which `fit` seeds every epoch."""
+        RandAugment; that pipeline takes crop, flip and cutout only). `seed` seeds albumentations' own generator;
+        the torchvision pipeline draws from torch's, which `fit` seeds every epoch."""
         if not (self.randaugment_ops or self.erasing_p):
             return T.build_transform(*self.albumentation_steps(), seed=seed)
-        if self.reflect or self.rotate90_p or self.warps or self.cutout_size:
-            raise ValueError("with RandAugment or RandomErasing the CPU pipeline (torchvision) takes crop and flip "
-                             "only; use the GPU pipeline for more")
+        if self.reflect or self.rotate90_p or self.warps:
+            raise ValueError("with RandAugment or RandomErasing the CPU pipeline (torchvision) takes crop, flip and "
+                             "cutout only; use the GPU pipeline for more")
         return T.randaugment_transform(self.randaugment_ops, self.randaugment_magnitude, self.erasing_p,
-                                       padding=self.crop_padding, flip=self.flip)
+                                       padding=self.crop_padding, flip=self.flip, cutout_size=self.cutout_size,
+                                       cutout_p=self.cutout_p)
 
 
 NO_AUGMENTATION = Augmentation(crop_padding=0, flip=False)

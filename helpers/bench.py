@@ -75,10 +75,10 @@ PIPELINES = (
                                   affine_p=0.5, cutout_size=8, cutout_p=0.5), "lightnet", 128),
     NotebookPipeline("03 crop, flip, rot90, rotate, cutout",
                      Augmentation(crop_padding=4, flip=True, rotate90_p=0.1, rotate_limit=10, affine_p=0.5,
-                                  cutout_size=8, cutout_p=0.5), "resnet18", 128),
-    NotebookPipeline("05 crop, flip, RandAugment, erasing",
-                     Augmentation(crop_padding=4, flip=True, randaugment_ops=2, randaugment_magnitude=9,
-                                  erasing_p=0.25), "resnet_kaggle", 128),
+                                  cutout_size=16, cutout_p=1.0), "resnet18", 128),
+    NotebookPipeline("05 crop, flip, RandAugment, cutout",
+                     Augmentation(crop_padding=4, flip=True, randaugment_ops=3, randaugment_magnitude=12,
+                                  cutout_size=16, cutout_p=1.0), "resnet_kaggle", 128),
 )
 
 

@@ -250,8 +250,12 @@ def test_cpu_pipeline_is_torchvision_randaugment_and_erasing():
     pipeline = repr(augment.cpu_transform())
     for step in ("RandomCrop", "RandomHorizontalFlip", "RandAugment", "Normalize", "RandomErasing"):
         assert step in pipeline
-    with pytest.raises(ValueError, match="crop and flip only"):
-        Augmentation(randaugment_ops=2, cutout_size=8).cpu_transform()
+    with pytest.raises(ValueError, match="crop, flip and cutout only"):
+        Augmentation(randaugment_ops=2, rotate90_p=0.1).cpu_transform()
+    cutout = repr(Augmentation(randaugment_ops=3, randaugment_magnitude=12, cutout_size=16, cutout_p=1.0)
+                  .cpu_transform())  # notebook 05: Cutout after RandAugment, on both pipelines
+    assert "RandAugment(" in cutout and "num_ops=3" in cutout and "magnitude=12" in cutout
+    assert "RandomErasing(p=1.0, scale=(0.25, 0.25), ratio=(1.0, 1.0)" in cutout
     with pytest.raises(ValueError, match="no albumentations path"):
         augment.albumentation_steps()
     rotate = repr(Augmentation(rotate90_p=0.1, rotate_limit=10, cutout_size=8).cpu_transform())
@@ -293,6 +297,37 @@ def test_erasing_rectangles_follow_torchvisions_distribution():
     # The other pixels are the normalized image, untouched.
     expected = loader_outputs(Augmentation(crop_padding=0, flip=False), position_image(), n=1)[0]
     np.testing.assert_array_equal(np.where(erased[:, None], expected, outputs), np.broadcast_to(expected, outputs.shape))
+
+
+def test_cpu_cutout_of_the_torchvision_pipeline_matches_the_gpu_loaders():
+    """With RandAugment on, the CPU pipeline is torchvision's, and Cutout there is a RandomErasing held to one
+    16x16 square: the same hole as GpuLoader's (and albumentations'): a full square inside the image, top-left
+    corner uniform over 0..16, filled with the mean pixel. (RandAugment itself is off here, num_ops=0, so that
+    only the hole changes the image.)"""
+    image, n = position_image(), N_SAMPLES
+    torch.manual_seed(0)
+    transform = T.randaugment_transform(num_ops=0, erasing_p=0.0, padding=0, flip=False, cutout_size=16,
+                                        cutout_p=0.5)
+    plain = loader_outputs(Augmentation(crop_padding=0, flip=False), image, n=1)[0]
+    mean_pixel = loader_outputs(Augmentation(crop_padding=0, flip=False), np.full_like(image, T.MEAN_PIXEL),
+                                n=1)[0][:, 0, 0]
+    corners = {}
+    for name, outputs in (("cpu", np.stack([transform(image=image)["image"].numpy() for _ in range(n)])),
+                          ("gpu", loader_outputs(Augmentation(crop_padding=0, flip=False, cutout_size=16,
+                                                              cutout_p=0.5), image))):
+        hole = (np.abs(outputs - plain) > 1e-3).any(1)
+        hit = hole.any((1, 2))
+        assert abs(hit.mean() - 0.5) < 5 * np.sqrt(0.25 / n), name
+        rectangles = erased_rectangles(hole[hit])
+        assert (rectangles[:, :2] == 16).all(), f"{name}: always a full 16x16 square"
+        np.testing.assert_allclose(outputs.transpose(0, 2, 3, 1)[hole], np.broadcast_to(mean_pixel, (hole.sum(), 3)),
+                                   atol=1e-4, err_msg=f"{name}: filled with the mean pixel")
+        for corner in (rectangles[:, 2], rectangles[:, 3]):  # uniform over 0..16: 17 cells, 16 degrees of freedom
+            counts = np.bincount(corner, minlength=17)
+            assert len(counts) == 17 and chi_square(counts, np.full(17, len(corner) / 17)) < 60, name
+        corners[name] = rectangles[:, 2:]
+    for axis in (0, 1):
+        assert stats.ks_2samp(corners["cpu"][:, axis], corners["gpu"][:, axis]).pvalue > 1e-4
 
 
 # ---------------------------------------------------------------- the loader as a whole

@@ -24,7 +24,7 @@ def test_full_run_parameters_are_the_defaults_even_under_smoke(monkeypatch):
     monkeypatch.setenv("SMOKE", "1")
     params = launch.full_run_parameters(read(NOTEBOOKS[0]))
     assert params["SMOKE"] is False and params["EPOCHS"] == 30 and params["BATCH_SIZE"] == 128
-    assert params["TRAIN_SUBSET"] is None and params["VAL_SIZE"] == 5000
+    assert params["TRAIN_SUBSET"] is None and params["VAL_SIZE"] == 2000
     assert h.smoke_mode(), "SMOKE is restored afterwards"
 
 
