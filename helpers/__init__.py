@@ -20,6 +20,7 @@ from .gpu_loader import GpuLoader  # noqa: E402
 from .loaders import ArrayDataset, make_eval_loader, make_loader, make_train_loader  # noqa: E402
 from .models import count_parameters  # noqa: E402
 from .notebook import describe_run, load_data, report_goal, smoke_mode, storage_dir  # noqa: E402
+from .optim import describe_groups, weight_decay_groups  # noqa: E402
 from .plots import (plot_confusion_matrix, plot_history, plot_misclassified, plot_per_class_accuracy,  # noqa: E402
                     plot_samples)
 from .records import save_run_record  # noqa: E402
@@ -38,5 +39,5 @@ __all__ = [
     "Augmentation", "GpuLoader", "make_train_loader", "make_eval_loader",
     "plot_confusion_matrix", "plot_history", "plot_misclassified", "plot_per_class_accuracy", "plot_samples",
     "save_run_record", "model_summary", "devices", "models", "transforms", "linear_one_cycle", "plot_lr_schedule",
-    "warmup_cosine",
+    "warmup_cosine", "describe_groups", "weight_decay_groups",
 ]
