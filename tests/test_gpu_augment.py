@@ -113,7 +113,7 @@ def decode_warp(output: np.ndarray) -> tuple[float, float, float, float, float]:
 
 @pytest.mark.parametrize("augment", [
     Augmentation(crop_padding=0, flip=False, rotate_limit=10, affine_p=0.5),                     # notebook 03
-    Augmentation(crop_padding=0, flip=False, rotate_limit=10, scale_limit=0.1, shift_limit=0.1,  # notebook 02
+    Augmentation(crop_padding=0, flip=False, rotate_limit=10, scale_limit=0.1, shift_limit=0.1,  # shift too
                  affine_p=0.5)], ids=["rotate", "affine"])
 def test_warp_parameters_follow_the_albumentations_distribution(augment):
     image = position_image()

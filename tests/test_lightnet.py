@@ -1,9 +1,14 @@
 """LightNet: under 1M parameters, built from depthwise-separable, dilated, residual blocks, and it learns."""
 from __future__ import annotations
 
+import albumentations as A
+import numpy as np
 import torch
 from torch import nn
 
+from helpers import transforms as T
+from helpers.augmentation import Augmentation
+from helpers.gpu_loader import GpuLoader
 from helpers.models import count_parameters, lightnet
 from helpers.models.lightnet import LightNet, SeparableBlock
 
@@ -55,3 +60,43 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch() -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+# Notebook 02's augmentation: pad-4 crop, flip, scale/rotate without shift, Cutout; on both input pipelines.
+NOTEBOOK_02_AUGMENT = Augmentation(crop_padding=4, flip=True, rotate_limit=10, scale_limit=0.1, shift_limit=0,
+                                   affine_p=0.5, cutout_size=8, cutout_p=0.5)
+
+
+def test_notebook_02_augmentation_builds_for_albumentations_in_order() -> None:
+    steps = NOTEBOOK_02_AUGMENT.albumentation_steps()
+    assert [type(s).__name__ for s in steps] == ["Compose", "HorizontalFlip", "Affine", "CoarseDropout"]
+    assert [type(t).__name__ for t in steps[0].transforms] == ["PadIfNeeded", "RandomCrop"]
+    affine = steps[2]
+    assert affine.p == 0.5 and affine.rotate == (-10, 10) and affine.scale["x"] == (0.9, 1.1)
+    assert affine.translate_percent["x"] == affine.translate_percent["y"] == (0, 0)  # the crop translates
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    out = NOTEBOOK_02_AUGMENT.cpu_transform(seed=0)(image=image)["image"]
+    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+
+
+def test_notebook_02_augmentation_agrees_on_the_gpu_loader_and_albumentations() -> None:
+    """On a flat image only the crop's zero padding, the warp's mean-pixel border and the mean-pixel hole change
+    pixels: both pipelines show them as often (within 5 standard errors of the difference)."""
+    n = 1000
+    image = np.full((32, 32, 3), 200, np.uint8)
+    loader = GpuLoader(np.repeat(image[None], n, 0), np.zeros(n), n, train=True, device="cpu",
+                       augment=NOTEBOOK_02_AUGMENT, seed=0)
+    gpu = T.denormalize(next(iter(loader))[0])  # uint8 NHWC
+    albumentations = A.Compose(NOTEBOOK_02_AUGMENT.albumentation_steps(), seed=0)
+    cpu = np.stack([albumentations(image=image)["image"] for _ in range(n)])
+    for name, batch in (("gpu", gpu), ("cpu", cpu)):
+        assert batch.shape == (n, 32, 32, 3), name
+    stats = {}
+    for name, batch in (("gpu", gpu), ("cpu", cpu)):
+        padded = (batch == 0).all(-1).any((1, 2))  # the crop moved the image: zero padding came in
+        mean_filled = (batch == np.array(T.MEAN_PIXEL, np.uint8)).all(-1).sum((1, 2)) >= 64  # a hole or a border
+        stats[name] = padded.mean(), mean_filled.mean()
+        assert padded.mean() > 0.9, name            # P(offset != (4, 4)) = 80/81, less what a warp or hole covers
+        assert 0.4 < mean_filled.mean() < 0.75, name  # hole p 0.5, warp p 0.5, overlapping
+    for (g, c) in zip(stats["gpu"], stats["cpu"]):
+        assert abs(g - c) < 5 * np.sqrt(2 * 0.25 / n)
