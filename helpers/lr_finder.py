@@ -144,7 +144,8 @@ def cycle_bounds(lrs: Sequence[float], losses: Sequence[float], *, skip_start: i
     Over the finite part of the curve, trimmed as in `analysis_window`, with the starting level the median of the
     first three points:
     - the curve is cut where the loss first climbs back above its lowest point so far by `GIVE_BACK` of the fall
-      made so far (once that fall is at least `min_drop` of the starting level): a loss that falls again after diverging (as ResNet-9's does beyond LR 2) is never read;
+      made so far (once that fall is at least `min_drop` of the starting level): a loss that falls again after
+      diverging (as ResNet-9's does beyond LR 2) is never read;
     - `lr_max` is the lowest point before the cut, on a 5-point moving average (robust to noise);
     - `lr_min` is the first point `STARTS_TO_FALL` of the way down from the starting level to that lowest point;
     - `lr_diverged` is the first point after `lr_max`, trimmed end included, whose loss is back at the starting
@@ -173,10 +174,11 @@ def cycle_bounds(lrs: Sequence[float], losses: Sequence[float], *, skip_start: i
                            f"({fallback.method}), lower bound a hundredth of it")
     lowest = int(np.argmin(smoothed))
     falling = np.flatnonzero(y[: lowest + 1] <= start - STARTS_TO_FALL * (start - smoothed[lowest]))
+    first_fall = int(falling[0]) if len(falling) else lowest
     after = window.start + lowest  # the trimmed end is read here: it is where a test diverges
     back_up = np.flatnonzero(losses_array[after:n] >= start)
     lr_diverged = float(lrs_array[after + back_up[0]]) if len(back_up) else None
-    return CycleBounds(float(x[falling[0]]), float(x[lowest]), lr_diverged,
+    return CycleBounds(float(x[first_fall]), float(x[lowest]), lr_diverged,
                        f"Smith's bounds: the loss starts to fall ({STARTS_TO_FALL:.0%} of the way down) at lr_min "
                        f"and is lowest at lr_max" + (f"; back at its starting level at {lr_diverged:.2e}"
                                                       if lr_diverged else "; never back at its starting level"))
@@ -215,8 +217,8 @@ def find_lr(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Iterable
 
     A test that diverges early or a loss that never falls still gives a finite suggestion within the range; the
     printed line and the plot title say how it was found. The test runs in fp32; batches are copied to the device
-    asynchronously only on CUDA (on mps such a copy can read released memory). `loader` may be a DataLoader or any iterable of
-    (images, labels) batches (such as the GPU-resident loader).
+    asynchronously only on CUDA (on mps such a copy can read released memory). `loader` may be a DataLoader or any
+    iterable of (images, labels) batches (such as the GPU-resident loader).
     """
     if num_iter < MIN_ITERATIONS:
         raise ValueError(f"num_iter must be at least {MIN_ITERATIONS}: the suggestion skips the first {SKIP_START} "

@@ -296,7 +296,8 @@ def test_erasing_rectangles_follow_torchvisions_distribution():
             assert (corner >= 0).all() and (corner + size <= 32).all()
     # The other pixels are the normalized image, untouched.
     expected = loader_outputs(Augmentation(crop_padding=0, flip=False), position_image(), n=1)[0]
-    np.testing.assert_array_equal(np.where(erased[:, None], expected, outputs), np.broadcast_to(expected, outputs.shape))
+    np.testing.assert_array_equal(np.where(erased[:, None], expected, outputs),
+                                  np.broadcast_to(expected, outputs.shape))
 
 
 def test_cpu_cutout_of_the_torchvision_pipeline_matches_the_gpu_loaders():

@@ -275,3 +275,16 @@ def test_find_lr_reports_the_bounds_beside_the_suggestion(capsys) -> None:
     labels = [text.get_text() for text in result.figure.axes[0].get_legend().get_texts()]
     assert any(label.startswith("cycle bounds") for label in labels)
     plt.close(result.figure)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_any_curve_gives_ordered_bounds_within_the_tested_range(seed) -> None:
+    """Random walks, smoothed as torch-lr-finder does, of random length: never an error, always
+    first LR <= lr_min <= lr_max <= last LR, and lr_diverged (when found) past lr_max."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 120))
+    lrs = np.logspace(-5, 1, n)
+    losses = smoothed(2.3 + np.cumsum(rng.normal(0, 0.1, n)))
+    bounds = cycle_bounds(lrs.tolist(), losses.tolist())
+    assert lrs[0] <= bounds.lr_min <= bounds.lr_max <= lrs[-1]
+    assert bounds.lr_diverged is None or bounds.lr_max < bounds.lr_diverged <= lrs[-1]

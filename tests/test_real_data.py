@@ -16,7 +16,8 @@ def test_notebook04_pipeline_learns_real_cifar10(real_root, tmp_path):
     evaluation, run record) on 1,600 real training images for 2 epochs on the CPU (about 1.5 minutes on 2 cores);
     guessing would score 10%."""
     params = {"SMOKE": False, "EPOCHS": 2, "PEAK_EPOCH": 1, "BATCH_SIZE": 64, "TRAIN_SUBSET": 1600,
-              "TEST_SUBSET": 500, "MAX_LR": 0.05, "LR_TEST_ITERATIONS": 17, "LR_TEST_BATCH_SIZE": 16,
+              "TEST_SUBSET": 500, "MAX_LR": 0.05, "DIV_FACTOR": 100, "LR_TEST_ITERATIONS": 17,
+              "LR_TEST_BATCH_SIZE": 16,
               "DEVICE": "cpu", "DATA_ROOT": str(real_root), "CHECKPOINT": None, "RESULTS_DIR": str(tmp_path)}
     os.environ.setdefault("SMOKE", "0")
     papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), parameters=params,
