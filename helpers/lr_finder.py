@@ -12,6 +12,7 @@ whatever points the test produced:
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -187,7 +188,7 @@ def cycle_bounds(lrs: Sequence[float], losses: Sequence[float], *, skip_start: i
 def plot_range_test(lrs: Sequence[float], losses: Sequence[float], suggestion: Suggestion,
                     title: str, bounds: CycleBounds | None = None) -> plt.Figure:
     """Smoothed loss against learning rate (log scale): the analysed window in colour, the trimmed points grey,
-    the suggestion in red, a cycle's bounds (when given) as a green band."""
+    the suggestion in red, a cycle's bounds (when given) as a green band and where the loss diverged in orange."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     finite = [(lr, loss) for lr, loss in zip(lrs, losses) if np.isfinite(loss)]
     if finite:
@@ -200,8 +201,11 @@ def plot_range_test(lrs: Sequence[float], losses: Sequence[float], suggestion: S
         ax.axvspan(bounds.lr_min, bounds.lr_max, color="C2", alpha=0.12,
                    label=f"cycle bounds {bounds.lr_min:.2e} - {bounds.lr_max:.2e}")
         ax.axvline(bounds.lr_max, color="C2", linestyle="-", linewidth=1.2)
+        if bounds.lr_diverged:
+            ax.axvline(bounds.lr_diverged, color="C1", linestyle=":",
+                       label=f"loss back at its start {bounds.lr_diverged:.2e}")
     ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.fill(line, 95) for line in title.splitlines()), fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

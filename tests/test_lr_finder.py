@@ -37,8 +37,8 @@ def assert_restored(model, optimizer, weights) -> None:
 def assert_usable(result, start_lr: float, end_lr: float) -> None:
     assert math.isfinite(result.suggested_lr) and start_lr <= result.suggested_lr <= end_lr
     assert isinstance(result.figure, plt.Figure)
-    title = result.figure.axes[0].get_title()
-    assert f"{result.suggested_lr:.2e}" in title and result.method in title
+    title = " ".join(result.figure.axes[0].get_title().split())  # wrapped to the figure's width
+    assert f"{result.suggested_lr:.2e}" in title and " ".join(result.method.split()) in title
     plt.close(result.figure)
 
 
