@@ -160,15 +160,16 @@ def cycle_bounds(lrs: Sequence[float], losses: Sequence[float], *, skip_start: i
     lrs_array, losses_array = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
     finite = np.isfinite(losses_array)
     n = len(losses_array) if finite.all() else int(np.argmin(finite))
-    window = analysis_window(max(n, 1), skip_start, skip_end)
-    x, y = lrs_array[window], losses_array[window]
-    start = float(np.median(y[:3])) if n else float("nan")
-    lowest_so_far = np.minimum.accumulate(y) if n else y
-    fell = start - lowest_so_far
-    gave_back = np.flatnonzero((fell >= min_drop * abs(start)) & (y - lowest_so_far > GIVE_BACK * fell)) if n else []
-    cut = int(gave_back[0]) if len(gave_back) else len(y)
-    smoothed = _moving_average(y[:cut]) if cut else y[:1]
-    if n < 2 or cut < 2 or start - smoothed.min() < min_drop * abs(start):
+    smoothed = np.empty(0)
+    if n >= 2:
+        window = analysis_window(n, skip_start, skip_end)
+        x, y = lrs_array[window], losses_array[window]
+        start = float(np.median(y[:3]))
+        lowest_so_far = np.minimum.accumulate(y)
+        fell = start - lowest_so_far
+        gave_back = np.flatnonzero((fell >= min_drop * abs(start)) & (y - lowest_so_far > GIVE_BACK * fell))
+        smoothed = _moving_average(y[: gave_back[0] if len(gave_back) else len(y)])
+    if len(smoothed) < 2 or start - smoothed.min() < min_drop * abs(start):
         fallback = suggest_lr(lrs, losses, skip_start=skip_start, skip_end=skip_end, min_drop=min_drop)
         return CycleBounds(max(fallback.lr / 100, float(lrs_array[0])), fallback.lr, None,
                            f"no cycle: the loss never fell by {min_drop:.0%}; upper bound the suggestion "
