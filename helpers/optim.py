@@ -30,7 +30,7 @@ def weight_decay_groups(model: nn.Module, weight_decay: float, *, skip_depthwise
     normalization parameters, biases and (with `skip_depthwise`) depthwise filters. Each parameter is in exactly one
     group, once even when shared; frozen ones (`requires_grad=False`) are left out; an empty group is left out."""
     decay, no_decay, seen = [], [], set()
-    for module_name, module in model.named_modules():
+    for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad or id(param) in seen:
                 continue
