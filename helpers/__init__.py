@@ -19,7 +19,7 @@ from .goals import ASSIGNMENTS, GOALS, Goal  # noqa: E402
 from .gpu_loader import GpuLoader  # noqa: E402
 from .loaders import ArrayDataset, make_eval_loader, make_loader, make_train_loader  # noqa: E402
 from .models import count_parameters  # noqa: E402
-from .notebook import describe_run, load_data, report_goal, smoke_mode, storage_dir  # noqa: E402
+from .context import describe_run, load_data, report_goal, smoke_mode, storage_dir  # noqa: E402
 from .optim import describe_groups, weight_decay_groups  # noqa: E402
 from .plots import (plot_confusion_matrix, plot_history, plot_misclassified, plot_per_class_accuracy,  # noqa: E402
                     plot_samples)

@@ -135,10 +135,10 @@ def test_on_colab_an_install_that_fails_stops_the_cell_with_one_clear_line(tmp_p
 
 
 def test_storage_dir_prefers_the_variables_then_google_drive_then_the_project(tmp_path, monkeypatch):
-    from helpers import notebook
+    from helpers import context
     monkeypatch.delenv("CHECKPOINT_DIR", raising=False)
     monkeypatch.delenv("RESULTS_DIR", raising=False)
-    monkeypatch.setattr(notebook, "DRIVE", tmp_path / "drive" / "MyDrive")
+    monkeypatch.setattr(context, "DRIVE", tmp_path / "drive" / "MyDrive")
     assert h.storage_dir("checkpoints") == h.PROJECT_ROOT / "checkpoints"
     assert h.storage_dir("results") == h.PROJECT_ROOT / "results"
     (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
