@@ -13,7 +13,13 @@ from typing import Callable, Iterable, Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm.std import TqdmWarning
+
+with warnings.catch_warnings():
+    # Without ipywidgets (the GPU machine, a bare kernel) tqdm.auto falls back to text bars, which is fine, and warns
+    # about it in every notebook; the first import decides for the whole kernel (torch-lr-finder's too).
+    warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
+    from tqdm.auto import tqdm
 
 from .devices import (autocast, autocast_dtype, device_name, non_blocking, precision_name, select_device,
                       to_device)
@@ -165,6 +171,7 @@ def train_epoch(model: nn.Module, loader: Batches, optimizer: torch.optim.Optimi
         else:
             loss.backward()
             optimizer.step()
+        lr = current_lr(optimizer)  # this batch's: the scheduler's step sets the next one's (past a cycle's end too)
         if scheduler is not None:
             scheduler.step()
         if ema is not None:
@@ -178,7 +185,7 @@ def train_epoch(model: nn.Module, loader: Batches, optimizer: torch.optim.Optimi
         if batch_index % sync_every == 0 or batch_index == len(bar):
             _raise_if_diverged(first_bad, epoch)
             bar.set_postfix(loss=f"{total_loss.item() / seen:.4f}", acc=f"{correct.item() / seen:.2%}",
-                            lr=f"{current_lr(optimizer):.2e}")
+                            lr=f"{lr:.2e}")
     _raise_if_diverged(first_bad, epoch)
     if seen == 0:
         raise ValueError("the training loader yielded no batches (is the dataset smaller than one batch?)")
@@ -420,9 +427,10 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
                           scheduler=scheduler, scaler=scaler, early_stopping=early_stopping, ema=ema)
         start = len(history)
 
-    epoch_bar = tqdm(range(start + 1, epochs + 1), desc="training", unit="epoch", disable=not progress,
-                     initial=start, total=epochs)
-    for epoch in epoch_bar:
+    stop = False
+    # updated by hand, not iterated: a loop left by `break` would not count its last epoch (2/30 would show 1/30)
+    epoch_bar = tqdm(desc="training", unit="epoch", disable=not progress, initial=start, total=epochs)
+    for epoch in range(start + 1, epochs + 1):
         _seed_epoch(train_loader, seed, epoch)
         began = time.perf_counter()
         lr = current_lr(optimizer)
@@ -448,7 +456,9 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
         record["seconds"] = time.perf_counter() - began
         history.append(record)
         epoch_bar.set_postfix({k: f"{v:.4f}" for k, v in record.items()
-                               if k in ("train_loss", "val_acc", "test_acc", "test_acc_ema") and v is not None})
+                               if k in ("train_loss", "val_acc", "test_acc", "test_acc_ema") and v is not None},
+                              refresh=False)
+        epoch_bar.update()
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, {
                 "epoch": epoch, "epochs": epochs, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -460,11 +470,12 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
         if on_epoch_end is not None:
             on_epoch_end(epoch, history)
         if stop:
-            print(f"Early stopping after epoch {epoch}: {early_stopping.monitor} has not improved for "
-                  f"{early_stopping.patience} epochs (best {early_stopping.best:.4f} at epoch "
-                  f"{early_stopping.best_epoch}).")
             break
-    epoch_bar.close()
+    epoch_bar.close()  # before any message: a text bar printed over would show twice in a saved notebook
+    if stop:
+        print(f"Early stopping after epoch {epoch}: {early_stopping.monitor} has not improved for "
+              f"{early_stopping.patience} epochs (best {early_stopping.best:.4f} at epoch "
+              f"{early_stopping.best_epoch}).")
     weights_epoch = len(history)
     if early_stopping is not None and early_stopping.restore_best and early_stopping.best_state is not None:
         model.load_state_dict(early_stopping.best_state)

@@ -12,6 +12,8 @@ whatever points the test produced:
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import textwrap
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -232,8 +234,10 @@ def find_lr(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Iterable
     finder = LRFinder(model, optimizer, criterion or nn.CrossEntropyLoss(), device=device)
     train_iter = loader if isinstance(loader, DataLoader) else TrainDataLoaderIter(loader)
     try:
-        finder.range_test(train_iter, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, step_mode=step_mode,
-                          diverge_th=diverge_th, non_blocking_transfer=device.type == "cuda")
+        with contextlib.redirect_stdout(io.StringIO()):  # its closing remark; the line printed below says more
+            finder.range_test(train_iter, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,
+                              step_mode=step_mode, diverge_th=diverge_th,
+                              non_blocking_transfer=device.type == "cuda")
     finally:
         finder.reset()  # back to the weights and optimizer state from before the test
     lrs, losses = [float(v) for v in finder.history["lr"]], [float(v) for v in finder.history["loss"]]

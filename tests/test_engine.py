@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -185,6 +186,20 @@ def test_early_stopping_in_fit_stops_and_needs_validation(tiny_data):
     assert len(history) == 3
     with pytest.raises(ValueError, match="val_loader"):
         h.fit(model, train, opt, 2, early_stopping=2, progress=False)
+
+
+def test_the_bar_shows_the_lr_its_last_batch_trained_with(tiny_data, capsys):
+    """After a one-cycle schedule's last step the LR is extrapolated past the cycle's end (notebook 04's bar ended on
+    lr=-1.08e-02): the bar shows the LR each batch was trained with."""
+    train, _, _ = loaders(tiny_data, augment=False, batch_size=80)
+    model = linear_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = h.linear_one_cycle(optimizer, 0.1, 2, len(train), peak_epoch=1, div_factor=10)
+    h.fit(model, train, optimizer, 2, scheduler=scheduler)
+    shown = [float(lr) for lr in re.findall(r"lr=(-?\d\.\d+e[+-]\d+)", capsys.readouterr().err)]
+    assert shown and min(shown) > 0, shown
+    assert shown[-1] == pytest.approx(0.01), "the cycle ends at max_lr / div_factor"
+    assert optimizer.param_groups[0]["lr"] < 0, "where the scheduler has left the optimizer after its last step"
 
 
 def test_reduce_on_plateau_steps_on_validation_loss(tiny_data):
