@@ -29,6 +29,7 @@ from .data import PROJECT_ROOT
 from .devices import (autocast, autocast_dtype, device_name, precision_name, select_device, synchronize,
                       to_device)
 from .models import FACTORIES
+from .notebook import execute
 
 QUICK_DIR = Path("runs") / "quick"  # relative to the project root; git-ignored
 QUICK_EPOCHS = 3
@@ -168,21 +169,6 @@ def quick_banner(path: Path, quick: dict, size: RunSize, device: torch.device, f
             f"apply here.\n>\n"
             f"> The full run would take {full_estimate} on this device. On a CUDA GPU (or Colab) `make run "
             f"NB={path}` runs it; `make run NB={path} FORCE=1` runs it here anyway.")
-
-
-def execute(notebook: str | nbformat.NotebookNode, output: str, **kwargs) -> None:
-    """Execute `notebook` with papermill into `output`, its kernel reached over local (IPC) sockets where the
-    system has them (not Windows): no TCP ports open to the network, and so no kernel warning about them."""
-    import papermill
-    from jupyter_client.manager import AsyncKernelManager
-    from traitlets import default
-
-    class LocalKernelManager(AsyncKernelManager):
-        @default("transport")
-        def _default_transport(self) -> str:
-            return "tcp" if os.name == "nt" else "ipc"
-
-    papermill.execute_notebook(notebook, output, kernel_manager_class=LocalKernelManager, **kwargs)
 
 
 def launch(path: Path, device: torch.device, force: bool, minutes: float) -> Path:

@@ -26,3 +26,6 @@ def real_root() -> Path:
         pytest.skip(f"real CIFAR-10 not found under {REAL_ROOT} (set CIFAR10_ROOT or run "
                     "python ../shared/data/cifar10_local.py data/)")
     return REAL_ROOT
+
+# Notebooks under tests/ are data (hand-made outputs for the cleaner), not notebooks for `pytest --nbval` to run.
+collect_ignore_glob = ["fixtures/*.ipynb"]
