@@ -3,7 +3,8 @@
     python -m helpers.launch notebooks/01_resnet18_baseline.ipynb [more notebooks] [--force] [--minutes 3]
 
 On CUDA, or with `--force`, each notebook is executed in place by papermill with its full-run defaults, so its
-outputs and run record are saved. Without a CUDA GPU a full run takes many hours, so instead the launcher
+outputs and run record are saved (every execution through `helpers.notebook.execute`: its figures saved, its
+outputs cleaned for a reader). Without a CUDA GPU a full run takes many hours, so instead the launcher
 1. says which device it found;
 2. times a few training steps of the notebook's model there and estimates the full run's time from them;
 3. runs a QUICK run: the same notebook on real data, reduced (a few thousand images, a few epochs, sized to take
