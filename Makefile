@@ -13,6 +13,9 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # Both venvs install without bytecode (--no-compile: half the install time); the first import writes it instead, so
 # a machine that sets PYTHONDONTWRITEBYTECODE would recompile torch in every test process.
 unexport PYTHONDONTWRITEBYTECODE
+# Kernels draw figures inline only when MPLBACKEND is unset (ipykernel's default): under Agg, say, a notebook stored
+# with its figures would not match a new run of it.
+unexport MPLBACKEND
 
 .PHONY: setup setup-colab data run run-all test test-main test-colab test-fast lab clean
 
@@ -55,15 +58,19 @@ run-all: data
 test: test-main test-colab
 
 # Unit tests of every helper, then every notebook end to end in smoke mode (synthetic data, CPU), as on a fresh
-# machine; the real-data test runs when data/ (or $$CIFAR10_ROOT) holds CIFAR-10, and skips otherwise.
+# machine; the real-data test runs when data/ (or $$CIFAR10_ROOT) holds CIFAR-10, and skips otherwise. nbval in
+# strict mode: a notebook stored with outputs must give the same ones in every cell not tagged nbval-ignore-output.
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval-sanitize.cfg
 test-main: setup
-	SMOKE=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider --durations=15
+	SMOKE=1 $(PY) -m pytest tests notebooks $(NBVAL) -p no:cacheprovider --durations=15
 
 # The same unit tests and notebook smoke runs in the Colab-equivalent environment (the real-data test, which
-# measures learning rather than the environment, and the two-run reproducibility test run in test-main only).
+# measures learning rather than the environment, the two-run reproducibility test and the second execution of
+# every notebook through `make run`'s path run in test-main only).
 test-colab: setup-colab
-	SMOKE=1 $(COLAB_VENV)/bin/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider \
-		--ignore=tests/test_real_data.py --ignore=tests/test_reproducible.py --durations=5
+	SMOKE=1 $(COLAB_VENV)/bin/python -m pytest tests notebooks $(NBVAL) -p no:cacheprovider \
+		--ignore=tests/test_real_data.py --ignore=tests/test_reproducible.py \
+		--ignore=tests/test_executed_notebooks.py --durations=5
 
 test-fast: setup
 	$(PY) -m pytest tests -p no:cacheprovider -x -q

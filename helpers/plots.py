@@ -47,7 +47,7 @@ def plot_samples(images: np.ndarray | torch.Tensor, labels: Sequence[int], class
 def plot_history(history: History, title: str | None = None) -> plt.Figure:
     """Loss and accuracy per epoch for train / validation / test (and the EMA weights, where measured), and the
     learning rate."""
-    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
+    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(12, 3.6))  # 1,200 px: legible in a GitHub column
     epochs = history["epoch"]
     curves = (("train", "", "-"), ("val", "", "--"), ("test", "", ":"), ("val", "_ema", "--"), ("test", "_ema", ":"))
     for split, suffix, style in curves:

@@ -1,0 +1,127 @@
+"""Every notebook executed the way `make run` executes it (`helpers.notebook.execute`), as a reader will see it.
+
+Each notebook runs in smoke mode (synthetic data, CPU) with MPLBACKEND=Agg in the environment, as on a headless
+server, and with SEED and EPOCHS unlike the smoke run's, the way a full run's stored outputs differ from a new
+smoke run's. Three of them run as on the GPU machine, where ipywidgets is missing and tqdm draws text bars; the
+other two get widget bars, as in JupyterLab or Colab. Then:
+- every cell that draws a figure holds it as a PNG (counted per notebook), of a size GitHub shows well;
+- no output holds a progress bar's redraws (carriage returns, escape codes), a widget, or a warning;
+- the training cell says a few lines per epoch;
+- `pytest --nbval` in strict mode, the design card's command, passes on these executed copies: each cell whose
+  output depends on the data, device or run is tagged `nbval-ignore-output`, and the rest (model summaries,
+  receptive fields, parameter groups, the presence of each figure) must come out the same.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+import helpers as h
+from helpers.notebook import clean_outputs, execute
+
+NOTEBOOK_DIR = h.PROJECT_ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("0*.ipynb"))
+SANITIZE = NOTEBOOK_DIR / "nbval-sanitize.cfg"
+EPOCHS = 3  # the smoke runs train 2
+FIGURES = {  # images each notebook's run saves: one per plotting cell, two Grad-CAM grids in 03
+    "01_resnet18_baseline": 6, "02_light_dilated_net": 6, "03_resnet18_lrfinder_gradcam": 8,
+    "04_resnet9_onecycle": 6, "05_kaggle_resnet": 5}
+TEXT_BARS = {"01_resnet18_baseline", "03_resnet18_lrfinder_gradcam", "05_kaggle_resnet"}  # run without ipywidgets
+PLOTTING = re.compile(r"\b(plot_\w+|find_lr)\(")
+MAX_WIDTH = 1600  # pixels: matplotlib's 100 dpi; GitHub scales a notebook's images down to its column
+MAX_IMAGE_BYTES = 200_000  # the largest, a grid of 25 images, is ~140 kB here (synthetic noise) and ~110 kB on CIFAR-10
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory) -> dict[str, nbformat.NotebookNode]:
+    """Each notebook executed in smoke mode through `execute`, saved without papermill's injected-parameters
+    cell (as a full run, which overrides nothing, is saved) into one folder beside a copy of notebooks/conftest.py:
+    name -> notebook."""
+    folder = tmp_path_factory.mktemp("executed")
+    shutil.copy(NOTEBOOK_DIR / "conftest.py", folder)
+    no_widgets = tmp_path_factory.mktemp("no-ipywidgets")
+    (no_widgets / "ipywidgets.py").write_text("raise ImportError('ipywidgets is not installed here')\n")
+    for path in NOTEBOOKS:
+        with pytest.MonkeyPatch.context() as environment:
+            environment.setenv("SMOKE", "1")
+            environment.setenv("MPLBACKEND", "Agg")
+            if path.stem in TEXT_BARS:
+                environment.setenv("PYTHONPATH", str(no_widgets), prepend=os.pathsep)
+            execute(path, folder / path.name, parameters={"SEED": 1, "EPOCHS": EPOCHS}, cwd=str(NOTEBOOK_DIR),
+                    progress_bar=False)
+    notebooks = {}
+    for path in NOTEBOOKS:
+        notebook = nbformat.read(folder / path.name, as_version=4)
+        notebook.cells = [c for c in notebook.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+        nbformat.write(notebook, folder / path.name)
+        notebooks[path.stem] = notebook
+    notebooks["folder"] = folder
+    return notebooks
+
+
+def code_cells(notebook):
+    return [c for c in notebook.cells if c.cell_type == "code"]
+
+
+def png_size(encoded: str) -> tuple[int, int, int]:
+    """Width, height and bytes of a base64 PNG."""
+    data = base64.b64decode(encoded)
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height, len(data)
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_every_figure_is_saved_as_a_png_of_a_readable_size(executed, name):
+    notebook = executed[name]
+    images = {i: [o.data["image/png"] for o in c.outputs if "image/png" in o.get("data", {})]
+              for i, c in enumerate(code_cells(notebook))}
+    plotting = [i for i, c in enumerate(code_cells(notebook)) if PLOTTING.search(c.source)]
+    assert plotting and all(images[i] for i in plotting), f"plotting cells without a figure: " \
+        f"{[i for i in plotting if not images[i]]}"
+    assert sum(map(len, images.values())) == FIGURES[name]
+    for image in (image for cell in images.values() for image in cell):
+        width, height, size = png_size(image)
+        assert width <= MAX_WIDTH and size <= MAX_IMAGE_BYTES, (width, height, size)
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_outputs_hold_no_bar_redraws_widgets_or_warnings(executed, name):
+    notebook = executed[name]
+    for cell in code_cells(notebook):
+        for output in cell.outputs:
+            assert output.output_type != "error", output
+            text = output.get("text", "") + str(output.get("data", {}).get("text/plain", ""))
+            assert "\r" not in text and "\x1b[" not in text, text
+            assert "application/vnd.jupyter.widget-view+json" not in output.get("data", {})
+            assert not re.search(r"\w+Warning: ", text), text
+    assert clean_outputs(nbformat.from_dict(notebook)) == notebook, "cleaning it again changes nothing"
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_the_training_cell_says_a_few_lines_per_epoch(executed, name):
+    [training] = [c for c in code_cells(executed[name]) if "h.fit(" in c.source]
+    lines = "".join(o.text for o in training.outputs if o.output_type == "stream").splitlines()
+    assert any(line.startswith("training: ") for line in lines), "the epochs' bar, in its final state"
+    assert not any(line.startswith("epoch ") for line in lines), "each epoch's own bar closed itself"
+    assert len(lines) <= 2 * EPOCHS + 5, lines
+
+
+def test_pytest_nbval_strict_passes_on_executed_notebooks(executed):
+    """The design card's `pytest --nbval` compares every untagged cell's output with the stored one; a new smoke
+    run (other seed, other epochs, and no MPLBACKEND) must agree with these executed copies."""
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", f"--nbval-sanitize-with={SANITIZE}",
+         "-p", "no:cacheprovider", "-q", "--rootdir", str(executed["folder"]), str(executed["folder"])],
+        env={**env, "SMOKE": "1"}, capture_output=True, text=True, cwd=executed["folder"])
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert re.search(rf"\b{sum(len(code_cells(executed[n])) for n in FIGURES)} passed\b", done.stdout), \
+        done.stdout[-2000:]
