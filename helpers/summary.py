@@ -12,12 +12,11 @@ from .models import count_parameters
 def model_summary(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32)) -> int:
     """Print the layer-by-layer table (output shapes, parameters) and return the trainable parameter count.
 
-    The table is made on a copy (torchsummary runs a forward pass in training mode, which would move the model's
-    BatchNorm statistics); a model on Apple's mps is summarized as a CPU copy (torchsummary knows cuda and cpu).
+    The table is made on a CPU copy, on any device: torchsummary runs a forward pass in training mode, which would
+    move the model's BatchNorm statistics, and the table comes out the same wherever the model lives (a notebook's
+    stored table, from a GPU run, is compared with a CPU run's by `pytest --nbval`).
     """
-    device = next(model.parameters()).device.type
-    copy_of_model = copy.deepcopy(model) if device in ("cuda", "cpu") else copy.deepcopy(model).cpu()
-    _torchsummary(copy_of_model, input_size, device=device if device == "cuda" else "cpu")
+    _torchsummary(copy.deepcopy(model).cpu(), input_size, device="cpu")
     return count_parameters(model)
 
 

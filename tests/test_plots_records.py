@@ -118,3 +118,15 @@ def test_model_summary_leaves_batchnorm_statistics_alone(capsys):
     before = model.prep[1].running_mean.clone()
     h.model_summary(model)
     assert torch.equal(model.prep[1].running_mean, before) and model.training
+
+
+def test_model_summary_is_the_same_table_on_any_device(capsys, monkeypatch):
+    """A GPU run's stored table must match a CPU run's: the table is always made on a CPU copy."""
+    h.model_summary(h.models.resnet9())
+    on_cpu = capsys.readouterr().out
+    model = h.models.resnet9()
+    moved = []
+    monkeypatch.setattr(torch.nn.Module, "cpu", lambda self: moved.append(self) or self)  # as if it lived on a GPU
+    h.model_summary(model)
+    assert moved and moved[0] is not model, "a copy is moved, never the model"
+    assert capsys.readouterr().out == on_cpu
