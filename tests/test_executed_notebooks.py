@@ -125,3 +125,21 @@ def test_pytest_nbval_strict_passes_on_executed_notebooks(executed):
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert re.search(rf"\b{sum(len(code_cells(executed[n])) for n in FIGURES)} passed\b", done.stdout), \
         done.stdout[-2000:]
+
+
+def test_a_stored_runs_papermill_overrides_are_shown_but_not_rerun(tmp_path):
+    """A notebook executed with `-p EPOCHS 20` holds papermill's injected cell; the smoke run must not take it.
+    Here the untagged cell that prints EPOCHS then fails (stored 20, now 2), which shows the override was skipped."""
+    shutil.copy(NOTEBOOK_DIR / "conftest.py", tmp_path)
+    cells = [nbformat.v4.new_code_cell("EPOCHS = 2", metadata={"tags": ["parameters"]}, execution_count=1),
+             nbformat.v4.new_code_cell("EPOCHS = 20", metadata={"tags": ["injected-parameters"]}, execution_count=2),
+             nbformat.v4.new_code_cell("print(EPOCHS)", execution_count=3,
+                                       outputs=[nbformat.v4.new_output("stream", text="20\n")])]
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "stored.ipynb")
+    done = subprocess.run([sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-p", "no:cacheprovider",
+                           "-q", "-rs", "--rootdir", str(tmp_path), str(tmp_path)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 1 and "1 failed, 1 passed, 1 skipped" in done.stdout, done.stdout[-3000:]
+    assert "papermill's overrides of a stored run" in done.stdout
