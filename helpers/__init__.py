@@ -24,6 +24,7 @@ from .optim import describe_groups, weight_decay_groups  # noqa: E402
 from .plots import (plot_confusion_matrix, plot_history, plot_misclassified, plot_per_class_accuracy,  # noqa: E402
                     plot_samples)
 from .records import save_run_record  # noqa: E402
+from .release import ReleaseError, load_pretrained, pretrained_run, release_model  # noqa: E402
 from .schedules import linear_one_cycle, plot_lr_schedule, warmup_cosine  # noqa: E402
 from .summary import model_summary  # noqa: E402
 
@@ -38,6 +39,6 @@ __all__ = [
     "storage_dir",
     "Augmentation", "GpuLoader", "make_train_loader", "make_eval_loader",
     "plot_confusion_matrix", "plot_history", "plot_misclassified", "plot_per_class_accuracy", "plot_samples",
-    "save_run_record", "model_summary", "devices", "models", "transforms", "linear_one_cycle", "plot_lr_schedule",
+    "save_run_record", "ReleaseError", "load_pretrained", "pretrained_run", "release_model", "model_summary", "devices", "models", "transforms", "linear_one_cycle", "plot_lr_schedule",
     "warmup_cosine", "describe_groups", "weight_decay_groups",
 ]

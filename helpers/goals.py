@@ -37,22 +37,27 @@ class Goal:
 
 @dataclass(frozen=True)
 class Assignment:
-    """One notebook: its run-record name, title, the reference project's result and our goal."""
+    """One notebook: its run-record name, title, model (a factory of `helpers.models`), the reference project's
+    result and our goal."""
 
     name: str  # the notebook's file stem and its run record's name
     title: str
+    model: str
     reference: str
     goal: Goal
     note: str = ""
 
 
 ASSIGNMENTS = {a.name: a for a in (
-    Assignment("01_resnet18_baseline", "ResNet18 baseline", "87.66 % at 46 epochs", Goal(0.95, max_epochs=30)),
-    Assignment("02_light_dilated_net", "Light dilated net", "> 80 %", Goal(0.93, max_parameters=1_000_000)),
-    Assignment("03_resnet18_lrfinder_gradcam", "LR finder + GradCAM", "90.71 % at 49 epochs",
+    Assignment("01_resnet18_baseline", "ResNet18 baseline", "resnet18", "87.66 % at 46 epochs",
+               Goal(0.95, max_epochs=30)),
+    Assignment("02_light_dilated_net", "Light dilated net", "lightnet", "> 80 %",
+               Goal(0.93, max_parameters=1_000_000)),
+    Assignment("03_resnet18_lrfinder_gradcam", "LR finder + GradCAM", "resnet18", "90.71 % at 49 epochs",
                Goal(0.945, max_epochs=50)),
-    Assignment("04_resnet9_onecycle", "ResNet-9 one-cycle", "90 % target", Goal(0.94, max_epochs=24),
+    Assignment("04_resnet9_onecycle", "ResNet-9 one-cycle", "resnet9", "90 % target", Goal(0.94, max_epochs=24),
                note="the mean over seeds when several are run"),
-    Assignment("05_kaggle_resnet", "Kaggle ResNet", "95.5 %", Goal(0.96, max_parameters=5_000_000)),
+    Assignment("05_kaggle_resnet", "Kaggle ResNet", "resnet_kaggle", "95.5 %",
+               Goal(0.96, max_parameters=5_000_000)),
 )}
 GOALS = {name: assignment.goal for name, assignment in ASSIGNMENTS.items()}

@@ -41,7 +41,8 @@ def save_run_record(name: str, model: nn.Module, history: History, *, data_sourc
 
     It holds the model, parameters, epochs, best and final test accuracy of the raw and EMA weights, what `fit`
     measured on the returned model (`history.final_model`: flip TTA too), wall time, device, torch version, data
-    source, seed, git commit, whether it was a smoke run, and the whole history.
+    source, seed, git commit, whether it was a smoke run and the whole history. `release_model` adds the entry
+    of the released weights ("release": file, sha256, what they measured).
     """
     record = {
         "name": name,

@@ -4,8 +4,8 @@
     python -m helpers.results --check    # exit 1 if the README's table disagrees with the records
 
 One row per notebook, in order: model, parameters, epochs, test accuracy of the raw model (final and best epoch),
-of the EMA weights and with flip TTA, training wall time, device, data, date and git commit, beside the reference
-project's result and our goal, with the verdict. Several records of one notebook (seeds) give mean ± standard
+of the EMA weights and with flip TTA, training wall time, device, data, date and git commit, the released weights
+(`helpers.release`), beside the reference project's result and our goal, with the verdict. Several records of one notebook (seeds) give mean ± standard
 deviation. Smoke runs and runs on part of the test set are refused: they never enter the table.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ END = "<!-- end of results table -->"
 FULL_TEST_SET = 10_000
 COLUMNS = ("#", "notebook", "model", "parameters", "epochs", "test acc. (raw model)", "best epoch", "EMA weights",
            "flip TTA (raw / EMA)", "goal", "verdict", "reference", "training time", "device", "data", "date",
-           "commit")
+           "commit", "weights")
 
 
 def load_records(folder: str | os.PathLike) -> list[dict]:
@@ -81,7 +81,7 @@ def table_row(number: int, assignment: Assignment, records: list[dict]) -> list[
     goal = str(assignment.goal) + (f" ({assignment.note})" if assignment.note else "")
     if not records:
         return [f"{number:02d}", link, *["—"] * 3, "no full run recorded yet", *["—"] * 3, goal, "—",
-                assignment.reference, *["—"] * 5]
+                assignment.reference, *["—"] * 6]
     raw = [r["final_model"]["test_acc"] for r in records]
     epochs = max(r["epochs"] for r in records)
     missed = assignment.goal.shortfalls(statistics.mean(raw), epochs, max(r["parameters"] for r in records))
@@ -95,7 +95,16 @@ def table_row(number: int, assignment: Assignment, records: list[dict]) -> list[
             _maybe_percent(records, "test_acc_ema"), tta, goal, verdict, assignment.reference, f"{minutes:.1f} min",
             _one_of([r["device"] for r in records]), _one_of([_data_label(r["data"]) for r in records]),
             _one_of([r["finished"][:10] for r in records]),
-            _one_of([_short_commit(r["git_commit"]) for r in records])]
+            _one_of([_short_commit(r["git_commit"]) for r in records]), _weights_link(records)]
+
+
+def _weights_link(records: list[dict]) -> str:
+    """A link to the released file of the newest record that released one (fp16 safetensors), or '—'."""
+    released = [r for r in records if (r.get("release") or {}).get("released")]
+    if not released:
+        return "—"
+    release = max(released, key=lambda r: r["finished"])["release"]
+    return f"[{Path(release['file']).name}]({release['file']}) ({release['bytes'] / 1e6:.1f} MB)"
 
 
 def results_table(records: Sequence[dict]) -> str:
