@@ -189,7 +189,9 @@ def test_backend_switch_yields_the_same_kind_of_batches():
         x, y = next(iter(loader))
         assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     for backend in ("gpu", "cpu"):  # eval: dataset order, no augmentation, identical batches
-        x, y = next(iter(h.make_eval_loader(images, labels, 80, device="cpu", backend=backend)))
+        batches = list(h.make_eval_loader(images, labels, 80, device="cpu", backend=backend))
+        assert [len(y) for _, y in batches] == [50, 30], "on a CPU at most 50 images a batch"
+        x, y = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
         assert np.array_equal(T.denormalize(x), images) and torch.equal(y, torch.as_tensor(labels))
     with pytest.raises(ValueError, match="backend"):
         h.make_train_loader(images, labels, augment, 16, backend="dali")
