@@ -1,20 +1,23 @@
 """Kaggle-style inference: a trained model and an unlabeled CIFAR pickle in, `submission.csv` out.
 
-    python -m helpers.kaggle CHECKPOINT INPUT.pkl -o submission.csv [--model NAME] [--tta] [--device cuda]
+    python -m helpers.kaggle INPUT.pkl -o submission.csv [--tta] [--device cuda]     # the released model
+    python -m helpers.kaggle MODEL INPUT.pkl -o submission.csv [--model NAME] [--tta]
 
 Input pickle: a dict `{b'data': images, b'ids': ids}` (str keys are accepted too), the Kaggle layout. `images` is
 uint8 `[N, 32, 32, 3]` (HWC, Kaggle), `[N, 3, 32, 32]` (CHW) or `[N, 3072]` (CIFAR batch rows: the 1024 red, then
 green, then blue pixels, row-major). Pickles are untrusted: they are read with `safe_pickle.load_dict`, which
 refuses, before anything runs, a pickle that asks for more than numpy arrays and plain containers.
 
-Checkpoint: either an exported model, written by `export_model(path, model, "resnet_kaggle")` as
-`{"format": EXPORT_FORMAT, "model_name": <factory in helpers.models>, "num_classes": 10, "state_dict": ...}`,
-or a `fit()` training checkpoint (`{"model": state_dict, ...}`) together with `--model NAME`. Either is loaded with
-`torch.load(weights_only=True)`: tensors and plain data only.
+Model: without MODEL, notebook 05's released weights (`weights/05_kaggle_resnet.safetensors`, checked against its
+run record: `helpers.release`). Else either weights written by `export_model` or `helpers.release` (safetensors,
+which name their architecture), or a `fit()` training checkpoint (`{"model": state_dict, ...}`, read with
+`torch.load(weights_only=True)`) together with `--model NAME`. Weights that belong to another architecture than
+the one asked for stop with one line naming both.
 
 Output CSV: header `ID,Labels` and one row per id, in input order; `Labels` is the predicted class index 0-9
 (0 airplane, 1 automobile, ..., 9 truck, the order of `CIFAR10_CLASSES`), as this course's Kaggle CIFAR-10
-competitions score it. `--tta` averages the softmax of each image and its mirror image (off by default).
+competitions score it. `--tta` averages the softmax of each image and its mirror image (off by default). An input
+the tool cannot use ends in one line on stderr and exit status 2, and no CSV is written.
 """
 from __future__ import annotations
 
@@ -32,14 +35,16 @@ from torch import nn
 
 from . import models
 from .data import CIFAR10_CLASSES
-from .engine import CheckpointError, load_checkpoint, predict, save_checkpoint, select_device
-from .loaders import make_loader
+from .engine import CheckpointError, load_checkpoint, predict, select_device
+from .goals import ASSIGNMENTS
+from .loaders import make_eval_loader
+from .release import ReleaseError, is_safetensors, load_pretrained, load_weights, release_path, save_weights
 from .safe_pickle import UnsafePickleError, load_dict
-from .transforms import build_transform
 
-EXPORT_FORMAT = "cifar10-notebooks/exported-model/1"
+RELEASED = "05_kaggle_resnet"  # the notebook whose released model is the default
 CSV_HEADER = ("ID", "Labels")
 MODEL_REMEDY = "export the model again with helpers.kaggle.export_model (or pass a fit() checkpoint with --model)"
+ASKED_FOR = "the architecture asked for"
 
 
 class KaggleInputError(ValueError):
@@ -86,6 +91,8 @@ def load_unlabeled(path: str | os.PathLike) -> UnlabeledImages:
     except KaggleInputError as err:
         raise KaggleInputError(f"{path}: {err}") from None
     ids = [_plain(i) for i in content["ids"]]
+    if not len(images):
+        raise KaggleInputError(f"{path} holds no images ({layout} with N = 0): nothing to predict")
     if len(ids) != len(images):
         raise KaggleInputError(f"{path}: {len(images)} images but {len(ids)} ids")
     return UnlabeledImages(images, ids, layout)
@@ -104,41 +111,63 @@ def _factory(name: str):
     return models.FACTORIES[name]
 
 
-def export_model(path: str | os.PathLike, model: nn.Module, model_name: str, num_classes: int = 10) -> Path:
-    """Write the weights of `model`, built by `helpers.models.<model_name>(num_classes)`, as the small checkpoint
-    this tool reads (CPU tensors, contiguous). Returns the path."""
+def export_model(path: str | os.PathLike, model: nn.Module, model_name: str) -> Path:
+    """Write the weights of `model`, built by `helpers.models.<model_name>()`, as the file this tool reads:
+    safetensors in fp32, naming its architecture (`helpers.release.save_weights`). Returns the path."""
     _factory(model_name)  # fail now, not at inference time
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_checkpoint(path, {"format": EXPORT_FORMAT, "model_name": model_name, "num_classes": num_classes,
-                           "state_dict": state})
-    return Path(path)
+    return save_weights(path, model, model_name, half=False)
 
 
-def load_model(path: str | os.PathLike, model_name: str | None = None) -> tuple[nn.Module, str]:
-    """The model in an exported or `fit()` checkpoint (with `model_name` for the latter), in eval mode on the CPU,
-    and its factory name."""
-    path = Path(path)
+def fitting_architectures(state_dict: dict) -> list[str]:
+    """The factories of `helpers.models` whose state_dict has exactly these keys and shapes."""
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+    found = []
+    for name, factory in sorted(models.FACTORIES.items()):
+        with torch.device("meta"):
+            expected = factory().state_dict()
+        if shapes == {k: tuple(v.shape) for k, v in expected.items()}:
+            found.append(name)
+    return found
+
+
+def load_model(path: str | os.PathLike | None = None, model_name: str | None = None) -> tuple[nn.Module, str]:
+    """The model to predict with, in eval mode on the CPU, and its factory name: the released notebook-05 model
+    when `path` is None, else the weights in `path` (see the module docstring; `model_name` for a fit()
+    checkpoint, or to insist on an architecture)."""
+    try:
+        if path is None:
+            model = load_pretrained(RELEASED, "cpu")
+            released = ASSIGNMENTS[RELEASED].model
+            if model_name not in (None, released):
+                raise KaggleInputError(f"the released model ({release_path(RELEASED).name}) is a {released}, not "
+                                       f"{model_name}: drop --model, or pass the weights of a {model_name}")
+            return model, released
+        path = Path(path)
+        if path.is_file() and is_safetensors(path):
+            model, metadata = load_weights(path, model_name, "cpu")
+            return model, metadata["model"]
+    except ReleaseError as err:
+        hint = "; or pass a MODEL file before the pickle" if path is None else ""
+        raise KaggleInputError(f"{err}{hint}") from None
     try:
         state = load_checkpoint(path, map_location="cpu", remedy=MODEL_REMEDY)
     except CheckpointError as err:
         raise KaggleInputError(str(err)) from None
-    if state.get("format") == EXPORT_FORMAT:
-        weights, num_classes = state["state_dict"], state["num_classes"]
-        model_name = model_name or state["model_name"]
-    elif "model" in state:
-        if model_name is None:
-            raise KaggleInputError(f"{path} is a training checkpoint, which does not say which architecture it "
-                                   "holds: pass --model NAME (e.g. --model resnet_kaggle), or export the model "
-                                   "with helpers.kaggle.export_model")
-        weights, num_classes = state["model"], len(CIFAR10_CLASSES)
-    else:
-        raise KaggleInputError(f"{path}: neither an exported model nor a fit() checkpoint "
+    if "model" not in state:
+        raise KaggleInputError(f"{path}: neither exported weights nor a fit() checkpoint "
                                f"(keys {sorted(map(str, state))})")
-    model = _factory(model_name)(num_classes=num_classes)
+    if model_name is None:
+        raise KaggleInputError(f"{path} is a training checkpoint, which does not say which architecture it holds: "
+                               "pass --model NAME (e.g. --model resnet_kaggle), or export the model with "
+                               "helpers.kaggle.export_model")
+    model = _factory(model_name)(num_classes=len(CIFAR10_CLASSES))
     try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        raise KaggleInputError(f"{path}: the weights do not fit '{model_name}': {err}") from None
+        model.load_state_dict(state["model"])
+    except RuntimeError:
+        fits = fitting_architectures(state["model"])
+        held = f"holds {' / '.join(fits)} weights" if fits else "holds weights of none of helpers.models' networks"
+        raise KaggleInputError(f"{path} {held}, not {model_name}"
+                               + (f": pass --model {fits[0]}" if fits else "")) from None
     return model.eval(), model_name
 
 
@@ -149,8 +178,7 @@ def predict_probabilities(model: nn.Module, images: np.ndarray, device: torch.de
     With `tta`, the average of the probabilities of each image and of its horizontal mirror.
     """
     device = select_device(device)
-    loader = make_loader(images, np.zeros(len(images), dtype=np.int64), build_transform(), batch_size,
-                         train=False, device=device, num_workers=0)
+    loader = make_eval_loader(images, np.zeros(len(images), dtype=np.int64), batch_size, device, backend="cpu")
     return predict(model.to(device), loader, device, flip_tta=tta)[2]
 
 
@@ -167,10 +195,11 @@ def write_submission(path: str | os.PathLike, ids: Sequence, labels: Sequence[in
     return path
 
 
-def make_submission(checkpoint: str | os.PathLike, input_path: str | os.PathLike,
+def make_submission(checkpoint: str | os.PathLike | None, input_path: str | os.PathLike,
                     output: str | os.PathLike = "submission.csv", model_name: str | None = None,
                     tta: bool = False, device: torch.device | str | None = None, batch_size: int = 500) -> Path:
-    """Predict every image of an unlabeled pickle with the checkpoint's model and write the submission CSV.
+    """Predict every image of an unlabeled pickle with the checkpoint's model (None: the released notebook-05
+    model) and write the submission CSV.
 
     Says what it read, which model and device it used, and whether TTA was on. Returns the CSV path.
     """
@@ -178,7 +207,8 @@ def make_submission(checkpoint: str | os.PathLike, input_path: str | os.PathLike
     model, model_name = load_model(checkpoint, model_name)
     device = select_device(device)
     print(f"Read {len(unlabeled.ids):,} images ({unlabeled.layout}) from {input_path}")
-    print(f"Model {model_name} from {checkpoint} on {device}; test-time augmentation (flip): "
+    source = checkpoint if checkpoint is not None else f"{release_path(RELEASED)} (released)"
+    print(f"Model {model_name} from {source} on {device}; test-time augmentation (flip): "
           f"{'ON' if tta else 'off'}")
     probs = predict_probabilities(model, unlabeled.images, device, batch_size, tta)
     path = write_submission(output, unlabeled.ids, probs.argmax(1))
@@ -191,8 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.kaggle",
                                      description="Write a Kaggle submission.csv (ID,Labels) for an unlabeled "
                                                  "CIFAR pickle.")
-    parser.add_argument("checkpoint", help="exported model (export_model) or fit() checkpoint with --model")
-    parser.add_argument("input", help="unlabeled pickle {b'data': images, b'ids': ids}")
+    parser.add_argument("files", nargs="+", metavar="[MODEL] INPUT.pkl",
+                        help="weights (export_model, a released .safetensors, or a fit() checkpoint with --model; "
+                             "default: notebook 05's released model), then the unlabeled pickle "
+                             "{b'data': images, b'ids': ids}")
     parser.add_argument("-o", "--output", default="submission.csv", help="CSV to write (default: submission.csv)")
     parser.add_argument("--model", choices=sorted(models.FACTORIES),
                         help="architecture (needed for a fit() checkpoint; overrides an exported one's name)")
@@ -200,9 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--batch-size", type=int, default=500)
     args = parser.parse_args(argv)
+    if len(args.files) > 2:
+        parser.error(f"expected [MODEL] INPUT.pkl, got {len(args.files)} files")
+    checkpoint, input_path = args.files if len(args.files) == 2 else (None, args.files[0])
     try:
-        make_submission(args.checkpoint, args.input, args.output, args.model, args.tta, args.device,
-                        args.batch_size)
+        make_submission(checkpoint, input_path, args.output, args.model, args.tta, args.device, args.batch_size)
     except (KaggleInputError, UnsafePickleError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -41,7 +41,8 @@ def model() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def exported(model, tmp_path_factory) -> str:
-    return str(kaggle.export_model(tmp_path_factory.mktemp("model") / "model.pt", model, "resnet_kaggle"))
+    return str(kaggle.export_model(tmp_path_factory.mktemp("model") / "model.safetensors", model,
+                                   "resnet_kaggle"))
 
 
 def _write_pickle(path, data, ids) -> str:
@@ -114,9 +115,10 @@ def test_truncated_files_give_a_clear_error(images, ids, exported, tmp_path):
     with pytest.raises(kaggle.KaggleInputError, match=r"cut\.pkl is truncated or corrupt"):
         kaggle.load_unlabeled(tmp_path / "cut.pkl")
     weights = open(exported, "rb").read()
-    (tmp_path / "cut.pt").write_bytes(weights[: len(weights) // 2])
-    with pytest.raises(kaggle.KaggleInputError, match=r"cut\.pt is truncated or damaged .*export_model"):
-        kaggle.load_model(tmp_path / "cut.pt")
+    (tmp_path / "cut.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(kaggle.KaggleInputError, match=r"cut\.safetensors is not a readable safetensors file "
+                                                      r"\(truncated or damaged"):
+        kaggle.load_model(tmp_path / "cut.safetensors")
 
 
 def test_checkpoint_formats(model, exported, tmp_path):
@@ -128,10 +130,34 @@ def test_checkpoint_formats(model, exported, tmp_path):
     with pytest.raises(kaggle.KaggleInputError, match="pass --model"):
         kaggle.load_model(training)
     assert kaggle.load_model(training, "resnet_kaggle")[1] == "resnet_kaggle"
-    with pytest.raises(kaggle.KaggleInputError, match="do not fit 'resnet18'"):
-        kaggle.load_model(training, "resnet18")
     with pytest.raises(kaggle.KaggleInputError, match="unknown model 'nope'"):
-        kaggle.export_model(tmp_path / "x.pt", model, "nope")
+        kaggle.export_model(tmp_path / "x.safetensors", model, "nope")
+    assert kaggle.is_safetensors(exported)
+
+
+def test_weights_of_another_architecture_stop_with_one_line_naming_both(model, exported, tmp_path, capsys):
+    """Tried as a new user would: a fit() checkpoint with the wrong --model printed torch's load_state_dict error
+    with every missing and unexpected key; now one line names what the file holds and what was asked for."""
+    images = _write_pickle(tmp_path / "in.pkl", np.zeros((2, 32, 32, 3), np.uint8), [0, 1])
+    training = tmp_path / "fit.pt"
+    torch.save({"epoch": 1, "model": model.state_dict()}, training)
+    output = tmp_path / "out.csv"
+    for weights, asked in ((training, "resnet18"), (training, "resnet9"), (exported, "resnet9")):
+        assert kaggle.main([str(weights), images, "--model", asked, "-o", str(output)]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and f"resnet_kaggle weights, not {asked}" in error, error
+        assert not output.exists()
+    assert kaggle.fitting_architectures(model.state_dict()) == ["resnet_kaggle"]
+    assert kaggle.fitting_architectures({"x": torch.zeros(1)}) == []
+
+
+def test_a_pickle_without_images_stops_with_one_line(exported, tmp_path, capsys):
+    """It used to end in a 23-line traceback (torch.cat(): expected a non-empty list of Tensors)."""
+    empty = _write_pickle(tmp_path / "empty.pkl", np.zeros((0, 32, 32, 3), np.uint8), [])
+    assert kaggle.main([exported, empty, "-o", str(tmp_path / "out.csv")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "empty.pkl holds no images" in error
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_csv_header_and_order(tmp_path):
