@@ -17,7 +17,7 @@ unexport PYTHONDONTWRITEBYTECODE
 # with its figures would not match a new run of it.
 unexport MPLBACKEND
 
-.PHONY: setup setup-colab data run run-all test test-main test-colab test-fast lab clean
+.PHONY: setup setup-colab data run run-all verify gpu-bundle test test-main test-colab test-fast lab clean
 
 setup: $(VENV)/.installed
 
@@ -53,6 +53,19 @@ run: data
 
 run-all: data
 	$(PY) -m helpers.launch notebooks/0*.ipynb $(if $(FORCE),--force)
+
+# Every released model (weights/*.safetensors) checked against its run record and re-measured on the CIFAR-10 test
+# set, raw and with flip TTA, on this machine's device: a table of measured vs recorded accuracy (NAMES=... for
+# some notebooks, QUICK=1 for the first 1,000 test images only). Exits non-zero when a figure differs.
+verify: data
+	$(PY) -m helpers.verify $(NAMES) $(if $(QUICK),--quick)
+
+# The GPU machine's bundle (../shared/gpu/README.md) plus the safetensors wheel, which its wheel list lacks and a
+# full run needs to release its weights (without it the run record is kept and the release is skipped).
+gpu-bundle:
+	bash ../shared/gpu/bundle.sh
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux2014_x86_64 -d .gpu-bundle/whl $$(grep -m1 '^safetensors==' requirements.txt)
 
 # The tests, in both environments: ours (.venv, requirements.txt) and Colab's (.venv-colab).
 test: test-main test-colab
