@@ -39,6 +39,12 @@ QUICK_BATCH_SIZE = 32  # small batches: more steps in a short run
 QUICK_LR_TEST = {"LR_TEST_ITERATIONS": 60, "LR_TEST_BATCH_SIZE": 16}
 QUICK_MIN_IMAGES, QUICK_MAX_IMAGES = 1000, 20000
 CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
+# What a run spends outside model compute: the kernel's start, imports, reading the data, the figures. Measured on
+# the quick run of notebook 01 on a 2-core CPU: 15 s (9.5 s outside the cells, 5.5 s in the small cells).
+NOTEBOOK_OVERHEAD_SECONDS = 15.0
+# Forward passes over the test set after training: fit's final measurement of the returned model (plain, then with
+# flip TTA: 3 passes) and of its EMA (3 more), and the notebook's own evaluation cell (1).
+FINAL_PASSES, FINAL_PASSES_EMA = 4, 7
 
 
 @dataclass(frozen=True)
@@ -51,17 +57,22 @@ class Timing:
 
 @dataclass(frozen=True)
 class RunSize:
-    """The work of one run, in images: trained per epoch, evaluated per epoch, and trained by the LR range test."""
+    """The work of one run, in images: trained per epoch, evaluated per epoch (validation and test), trained by the
+    LR range test, and the test set measured at the end; `ema`: an EMA of the weights is evaluated beside them."""
 
     epochs: int
     train_images: int
     eval_images: int
     lr_test_images: int = 0
+    test_images: int = 0
+    ema: bool = False
 
     def seconds(self, timing: Timing) -> float:
-        """Model compute of the whole run at `timing` (data loading and plotting come on top)."""
-        return (self.epochs * (self.train_images * timing.train + self.eval_images * timing.eval)
-                + self.lr_test_images * timing.train)
+        """The run's wall time at `timing`: its model compute (every epoch's training and evaluations, the EMA's
+        too, the range test, the final passes over the test set) and the notebook's fixed overhead."""
+        per_epoch = self.train_images * timing.train + self.eval_images * timing.eval * (2 if self.ema else 1)
+        final = self.test_images * timing.eval * (FINAL_PASSES_EMA if self.ema else FINAL_PASSES)
+        return (NOTEBOOK_OVERHEAD_SECONDS + self.epochs * per_epoch + self.lr_test_images * timing.train + final)
 
 
 def full_run_parameters(notebook: nbformat.NotebookNode) -> dict:
@@ -95,7 +106,8 @@ def full_run_size(params: dict) -> RunSize:
     images = params.get("TRAIN_SUBSET") or CIFAR10_TRAIN
     val = params.get("VAL_SIZE") or 0
     lr_test = params.get("LR_TEST_ITERATIONS", 0) * params.get("LR_TEST_BATCH_SIZE", 0)
-    return RunSize(params["EPOCHS"], images - val, val + (params.get("TEST_SUBSET") or CIFAR10_TEST), lr_test)
+    test = params.get("TEST_SUBSET") or CIFAR10_TEST
+    return RunSize(params["EPOCHS"], images - val, val + test, lr_test, test, bool(params.get("EMA_DECAY")))
 
 
 def time_model(model: nn.Module, device: torch.device, batch_size: int = 32, steps: int = 2) -> Timing:
@@ -129,7 +141,7 @@ def time_model(model: nn.Module, device: torch.device, batch_size: int = 32, ste
 
 
 def quick_run(params: dict, timing: Timing, device: torch.device, minutes: float) -> tuple[dict, RunSize]:
-    """Parameters of a quick run sized to about `minutes` of model compute at `timing`, and its size.
+    """Parameters of a quick run sized to take about `minutes` at `timing` (`RunSize.seconds`), and its size.
 
     Only parameters the notebook has are set: fewer epochs and images, batch 32, a short LR range test, warm-up
     and peak in the first epoch, no checkpoint, outputs under `runs/quick/`.
@@ -137,22 +149,26 @@ def quick_run(params: dict, timing: Timing, device: torch.device, minutes: float
     lr_test = (QUICK_LR_TEST["LR_TEST_ITERATIONS"] * QUICK_LR_TEST["LR_TEST_BATCH_SIZE"]
                if "LR_TEST_ITERATIONS" in params else 0)
     val_fraction = 0.1 if "VAL_SIZE" in params else 0.0
-    budget = minutes * 60 - QUICK_EPOCHS * QUICK_TEST_IMAGES * timing.eval - lr_test * timing.train
-    per_image = QUICK_EPOCHS * ((1 - val_fraction) * timing.train + val_fraction * timing.eval)
-    images = int(min(max(budget / per_image, QUICK_MIN_IMAGES), QUICK_MAX_IMAGES)) // 100 * 100
+    ema = bool(params.get("EMA_DECAY"))
+    fixed = RunSize(QUICK_EPOCHS, 0, QUICK_TEST_IMAGES, lr_test, QUICK_TEST_IMAGES, ema).seconds(timing)
+    per_image = QUICK_EPOCHS * ((1 - val_fraction) * timing.train
+                                + val_fraction * timing.eval * (2 if ema else 1))
+    images = int(min(max((minutes * 60 - fixed) / per_image, QUICK_MIN_IMAGES), QUICK_MAX_IMAGES)) // 100 * 100
     val = int(images * val_fraction)
     overrides = {"EPOCHS": QUICK_EPOCHS, "TRAIN_SUBSET": images, "TEST_SUBSET": QUICK_TEST_IMAGES,
                  "VAL_SIZE": val, "BATCH_SIZE": QUICK_BATCH_SIZE, **QUICK_LR_TEST, "PEAK_EPOCH": 1,
                  "WARMUP_EPOCHS": 1, "DEVICE": str(device), "CHECKPOINT": None,
                  "RESULTS_DIR": str(QUICK_DIR / "results"), "KAGGLE_DIR": str(QUICK_DIR / "kaggle")}
     quick = {k: v for k, v in overrides.items() if k in params}
-    return quick, RunSize(QUICK_EPOCHS, images - val, val + QUICK_TEST_IMAGES, lr_test)
+    return quick, RunSize(QUICK_EPOCHS, images - val, val + QUICK_TEST_IMAGES, lr_test, QUICK_TEST_IMAGES, ema)
 
 
 def format_duration(seconds: float) -> str:
-    """'40 s', '12 min', '3.5 h' or '2.1 days'."""
+    """'40 s', '3.5 min', '12 min', '3.5 h' or '2.1 days'."""
     if seconds < 90:
         return f"{seconds:.0f} s"
+    if seconds < 10 * 60:
+        return f"{seconds / 60:.1f} min"
     if seconds < 90 * 60:
         return f"{seconds / 60:.0f} min"
     if seconds < 48 * 3600:
@@ -189,9 +205,9 @@ def launch(path: Path, device: torch.device, force: bool, minutes: float) -> Pat
     quick, size = quick_run(params, timing, device, minutes)
     output = PROJECT_ROOT / QUICK_DIR / path.name
     print(f"{path.name}: the full run ({full.epochs} epochs of {full.train_images:,} training images, "
-          f"{full.eval_images:,} evaluated per epoch) would take {full_estimate} of model compute here "
-          f"({model}: {timing.train * 1e3:.1f} ms per training image, {timing.eval * 1e3:.1f} ms per evaluated "
-          f"one, timed over a few steps; data loading adds to it"
+          f"{full.eval_images:,} evaluated per epoch) would take {full_estimate} here ({model}: "
+          f"{timing.train * 1e3:.1f} ms per training image, {timing.eval * 1e3:.1f} ms per evaluated one, timed "
+          f"over a few steps; the EMA's evaluations and the final test passes counted"
           f"{', early stopping may end it sooner' if any('PATIENCE' in k for k in params) else ''}).\n"
           f"Not starting it. Quick run instead: {size.train_images:,} training images x {size.epochs} epochs, "
           f"about {format_duration(size.seconds(timing))} -> {output.relative_to(PROJECT_ROOT)}\n"

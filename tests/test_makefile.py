@@ -1,0 +1,57 @@
+"""`make test` on a newcomer's machine: without a Python 3.13 the Colab twin is skipped with a one-line notice and
+the main suite decides; where CI is set, a missing 3.13 is an error before any test runs.
+
+The Makefile's own `test` target runs here, with the main suite cut to one small test file (`TESTS=...`) and
+`.venv` taken as installed (`make -o`), once with `COLAB_PYTHON=` on the command line and once with nothing to
+find: a HOME without pyenv and a PATH without python3.13 or uv.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+import helpers as h
+
+MAKE = shutil.which("make")
+INSTALLED = h.PROJECT_ROOT / ".venv" / ".installed"
+pytestmark = pytest.mark.skipif(MAKE is None or not INSTALLED.exists(),
+                                reason="needs make and the project's .venv (make setup)")
+NOTICE = "Colab twin skipped: no Python 3.13 found for the Colab twin (.venv-colab): uv python install 3.13"
+
+
+def run_make_test(tmp_path, how: str, ci: bool) -> subprocess.CompletedProcess:
+    """`make test` on the main suite cut to tests/test_schedules.py, with no Python 3.13 to be had."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "CI", "COLAB_PYTHON", "TESTS")}
+    variables = ["TESTS=tests/test_schedules.py"]
+    if how == "command line":
+        variables.append("COLAB_PYTHON=")
+    else:  # nothing to find: no pyenv under HOME, nothing on the PATH (the recipes name their programs)
+        empty = tmp_path / "bin"
+        empty.mkdir()
+        env.update(HOME=str(tmp_path), PATH=str(empty))
+    if ci:
+        env["CI"] = "true"
+    return subprocess.run([MAKE, "-C", str(h.PROJECT_ROOT), "-o", ".venv/.installed", "test", *variables],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("how", ["command line", "nothing on the PATH"])
+def test_without_python_313_make_test_runs_the_main_suite_and_passes(tmp_path, how):
+    done = run_make_test(tmp_path, how, ci=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "tests/test_schedules.py" in done.stdout and " passed" in done.stdout, "the main suite ran"
+    notices = [line for line in done.stdout.splitlines() if line.startswith("Colab twin skipped")]
+    assert len(notices) == 1 and notices[0].startswith(NOTICE), notices
+    assert ".venv-colab/bin/python -m pytest" not in done.stdout
+
+
+@pytest.mark.parametrize("how", ["command line", "nothing on the PATH"])
+def test_in_ci_a_missing_python_313_is_an_error_before_any_test(tmp_path, how):
+    done = run_make_test(tmp_path, how, ci=True)
+    assert done.returncode != 0
+    assert "CI runs the Colab twin: no Python 3.13 found" in done.stderr
+    assert "passed" not in done.stdout and "pytest" not in done.stdout
