@@ -55,3 +55,18 @@ def test_in_ci_a_missing_python_313_is_an_error_before_any_test(tmp_path, how):
     assert done.returncode != 0
     assert "CI runs the Colab twin: no Python 3.13 found" in done.stderr
     assert "passed" not in done.stdout and "pytest" not in done.stdout
+
+
+def test_a_python_313_installed_by_uv_is_found(tmp_path):
+    """After `uv python install 3.13` (the notice's advice) `make` finds that Python through `uv python find`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    uv = bin_dir / "uv"  # stands for uv: answers `uv python find 3.13` as uv does once 3.13 is installed
+    uv.write_text('#!/bin/sh\n[ "$*" = "python find 3.13" ] && echo /opt/uv/cpython-3.13/bin/python3.13\n')
+    uv.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "COLAB_PYTHON")}
+    env.update(HOME=str(tmp_path), PATH=str(bin_dir))
+    done = subprocess.run([MAKE, "-C", str(h.PROJECT_ROOT), "-n", "setup-colab", f"COLAB_VENV={tmp_path / 'venv'}"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"/opt/uv/cpython-3.13/bin/python3.13 -m venv {tmp_path / 'venv'}" in done.stdout
