@@ -39,6 +39,7 @@ __all__ = [
     "storage_dir",
     "Augmentation", "GpuLoader", "make_train_loader", "make_eval_loader",
     "plot_confusion_matrix", "plot_history", "plot_misclassified", "plot_per_class_accuracy", "plot_samples",
-    "save_run_record", "ReleaseError", "load_pretrained", "pretrained_run", "release_model", "model_summary", "devices", "models", "transforms", "linear_one_cycle", "plot_lr_schedule",
+    "save_run_record", "ReleaseError", "load_pretrained", "pretrained_run", "release_model", "model_summary",
+    "devices", "models", "transforms", "linear_one_cycle", "plot_lr_schedule",
     "warmup_cosine", "describe_groups", "weight_decay_groups",
 ]

@@ -44,7 +44,6 @@ from .safe_pickle import UnsafePickleError, load_dict
 RELEASED = "05_kaggle_resnet"  # the notebook whose released model is the default
 CSV_HEADER = ("ID", "Labels")
 MODEL_REMEDY = "export the model again with helpers.kaggle.export_model (or pass a fit() checkpoint with --model)"
-ASKED_FOR = "the architecture asked for"
 
 
 class KaggleInputError(ValueError):

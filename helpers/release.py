@@ -15,6 +15,7 @@ another architecture. `python -m helpers.verify` re-measures every released mode
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import time
@@ -31,9 +32,10 @@ from . import models
 from .context import storage_dir
 from .data import CIFAR10_CLASSES, PROJECT_ROOT, Cifar10
 from .devices import device_name, select_device
-from .engine import History, predict
+from .engine import History
 from .goals import ASSIGNMENTS
 from .loaders import make_eval_loader
+from .records import git_commit
 
 FORMAT = "cifar10-notebooks/released-model/1"
 SUFFIX = ".safetensors"
@@ -249,11 +251,8 @@ def _release(name: str, model: nn.Module, data: Cifar10, device: torch.device | 
     assignment = ASSIGNMENTS[name]
     path = release_path(name, folder)
     why_not = _not_a_full_run(data, smoke)
-    if not why_not:
-        try:
-            import safetensors  # noqa: F401  (the GPU machine's bundle may lack it: the record is kept all the same)
-        except ImportError:
-            why_not = "the safetensors package is missing (pip install safetensors)"
+    if not why_not and importlib.util.find_spec("safetensors") is None:  # the GPU machine's bundle may lack it
+        why_not = "the safetensors package is missing (pip install safetensors)"
     if why_not:
         print(f"Weights not released: {why_not} (only a full run writes {_display(path)}).")
         return {"released": False, "why": why_not}
@@ -272,8 +271,6 @@ def _release(name: str, model: nn.Module, data: Cifar10, device: torch.device | 
                f"beaten by this run's {raw:.2%}: kept")
         print(f"Weights not released: {why}.")
         return {"released": False, "why": why, **measured}
-    from .records import git_commit
-
     metadata = {"notebook": name, "run_test_acc": raw, "run_test_acc_tta": history.final_model.get("test_acc_tta"),
                 "run_test_acc_ema": history.final_model.get("test_acc_ema"), "epochs": len(history),
                 "data": data.source, "device": device_name(device), "torch": torch.__version__,
@@ -387,13 +384,20 @@ class Pretrained:
                 f"commit {str(r.get('git_commit'))[:7]}); this notebook shows them and trains nothing.")
 
 
+def has_release(name: str, folder: str | os.PathLike | None = None,
+                results: str | os.PathLike | None = None) -> bool:
+    """Whether notebook `name` has a released model: its file, or a record that released one (then the file is
+    missing, which `check_release` reports)."""
+    return release_path(name, folder).exists() or bool(release_records(name, results))
+
+
 def pretrained_run(name: str, device: torch.device | str | None = None, *, folder: str | os.PathLike | None = None,
                    results: str | os.PathLike | None = None) -> Pretrained | None:
     """The released model of notebook `name` with its run's history, or None (saying so in one line) when the
     notebook has no released model yet. A file that fails its checks stops with `ReleaseError`."""
-    path = release_path(name, folder)
-    if not path.exists() and not release_records(name, results):
-        print(f"PRETRAINED: no released model for {name} yet ({_display(path)}); training as usual.")
+    if not has_release(name, folder, results):
+        print(f"PRETRAINED: no released model for {name} yet ({_display(release_path(name, folder))}); training "
+              "as usual.")
         return None
     path, record = check_release(name, folder, results)
     model = load_weights(path, ASSIGNMENTS[name].model, device)[0]

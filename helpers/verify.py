@@ -23,8 +23,7 @@ import torch
 from .data import DataError, load_cifar10
 from .devices import device_name, select_device
 from .goals import ASSIGNMENTS
-from .release import SUBSET_IMAGES, TOLERANCE, ReleaseError, check_release, load_weights, measure, \
-    release_path, release_records
+from .release import SUBSET_IMAGES, TOLERANCE, ReleaseError, check_release, has_release, load_weights, measure
 
 COLUMNS = ("notebook", "model", "file", "recorded raw / TTA", "measured raw / TTA", "difference", "verdict", "time")
 
@@ -38,7 +37,7 @@ def verify_one(name: str, images: np.ndarray, labels: np.ndarray, device: torch.
                tolerance: float = TOLERANCE) -> tuple[list[str], bool]:
     """The table row of notebook `name`'s released model, and whether it passed (no release yet passes)."""
     row = [name, ASSIGNMENTS[name].model]
-    if not release_path(name).exists() and not release_records(name):
+    if not has_release(name):
         return row + ["—", "—", "—", "—", "no released model yet", "—"], True
     began = time.perf_counter()
     try:

@@ -199,7 +199,7 @@ def test_verify_without_data_says_where_to_put_it(store, tmp_path, capsys):
     assert err.count("\n") == 1 and "make data" in err and "cifar-10-batches-py" in err
 
 
-# --- the Kaggle tool's default model, and PRETRAINED in a notebook ------------------------------------------------------
+# --- the Kaggle tool's default model, and PRETRAINED in a notebook ----------------------------------------------
 
 def test_the_kaggle_tool_uses_the_released_model_by_default(store, tmp_path, capsys):
     unlabeled = tmp_path / "test.pkl"
@@ -242,7 +242,7 @@ def test_a_pretrained_notebook_shows_the_release_and_trains_nothing(store, tmp_p
         assert "(released)" in text and (tmp_path / "kaggle" / "submission.csv").exists()
 
 
-# --- the committed releases (CI, when the real data is present) ---------------------------------------------------------
+# --- the committed releases (CI, when the real data is present) -------------------------------------------------
 
 @pytest.mark.parametrize("name", list(h.ASSIGNMENTS))
 def test_a_committed_release_reproduces_its_recorded_subset_figure(name, monkeypatch):
