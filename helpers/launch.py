@@ -26,7 +26,7 @@ import nbformat
 import torch
 from torch import nn
 
-from .data import PROJECT_ROOT
+from .data import FULL_TEST, FULL_TRAIN, PROJECT_ROOT
 from .devices import (autocast, autocast_dtype, device_name, precision_name, select_device, synchronize,
                       to_device)
 from .models import FACTORIES
@@ -38,7 +38,6 @@ QUICK_TEST_IMAGES = 1000
 QUICK_BATCH_SIZE = 32  # small batches: more steps in a short run
 QUICK_LR_TEST = {"LR_TEST_ITERATIONS": 60, "LR_TEST_BATCH_SIZE": 16}
 QUICK_MIN_IMAGES, QUICK_MAX_IMAGES = 1000, 20000
-CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
 # What a run spends outside model compute: the kernel's start, imports, reading the data, the figures. Measured on
 # the quick run of notebook 01 on a 2-core CPU: 15 s (9.5 s outside the cells, 5.5 s in the small cells).
 NOTEBOOK_OVERHEAD_SECONDS = 15.0
@@ -103,10 +102,10 @@ def notebook_model(notebook: nbformat.NotebookNode) -> str:
 
 def full_run_size(params: dict) -> RunSize:
     """The work of a notebook's full run, from its parameters (early stopping may end it sooner)."""
-    images = params.get("TRAIN_SUBSET") or CIFAR10_TRAIN
+    images = params.get("TRAIN_SUBSET") or FULL_TRAIN
     val = params.get("VAL_SIZE") or 0
     lr_test = params.get("LR_TEST_ITERATIONS", 0) * params.get("LR_TEST_BATCH_SIZE", 0)
-    test = params.get("TEST_SUBSET") or CIFAR10_TEST
+    test = params.get("TEST_SUBSET") or FULL_TEST
     return RunSize(params["EPOCHS"], images - val, val + test, lr_test, test, bool(params.get("EMA_DECAY")))
 
 

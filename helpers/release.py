@@ -30,7 +30,7 @@ from torch import nn
 
 from . import models
 from .context import storage_dir
-from .data import CIFAR10_CLASSES, PROJECT_ROOT, Cifar10
+from .data import CIFAR10_CLASSES, FULL_TEST, FULL_TRAIN, PROJECT_ROOT, Cifar10
 from .devices import device_name, select_device
 from .engine import History
 from .goals import ASSIGNMENTS
@@ -41,7 +41,6 @@ FORMAT = "cifar10-notebooks/released-model/1"
 SUFFIX = ".safetensors"
 SUBSET_IMAGES = 1000  # the fixed subset (the test set's first images) CI re-measures on a CPU in seconds
 TOLERANCE = 0.002  # 0.2 percentage points: another device's fp32 arithmetic on the same half-precision weights
-FULL_TRAIN, FULL_TEST = 50_000, 10_000
 
 
 class ReleaseError(RuntimeError):
@@ -49,6 +48,10 @@ class ReleaseError(RuntimeError):
 
     def _render_traceback_(self) -> list[str]:  # Jupyter shows this one line instead of a traceback
         return [f"{type(self).__name__}: {self}"]
+
+
+class NoRelease(ReleaseError):
+    """The notebook has no released model yet: neither its file nor a record that released one."""
 
 
 def weights_dir() -> Path:
@@ -319,7 +322,7 @@ def check_release(name: str, folder: str | os.PathLike | None = None,
                   results: str | os.PathLike | None = None) -> tuple[Path, dict]:
     """The released file of notebook `name` and the run record that released it, after checking the file's
     architecture, size and sha256 against the records; `ReleaseError` (one line: which file, what is wrong, what
-    to do) otherwise."""
+    to do) otherwise, `NoRelease` when the notebook has none yet."""
     if name not in ASSIGNMENTS:
         raise ReleaseError(f"no notebook named '{name}'; known: {', '.join(ASSIGNMENTS)}")
     path = release_path(name, folder)
@@ -327,8 +330,8 @@ def check_release(name: str, folder: str | os.PathLike | None = None,
     restore = f"restore it (git checkout -- {_display(path)})"
     if not path.is_file():
         if not records:
-            raise ReleaseError(f"{_display(path)} does not exist: notebook {name} has no released model yet (a full "
-                               "run on a GPU writes it)")
+            raise NoRelease(f"{_display(path)} does not exist: notebook {name} has no released model yet (a full "
+                            "run on a GPU writes it)")
         raise ReleaseError(f"{_display(path)} is missing, though {records[0]['record_path']} released it: {restore}")
     expected = ASSIGNMENTS[name].model
     try:
@@ -384,22 +387,16 @@ class Pretrained:
                 f"commit {str(r.get('git_commit'))[:7]}); this notebook shows them and trains nothing.")
 
 
-def has_release(name: str, folder: str | os.PathLike | None = None,
-                results: str | os.PathLike | None = None) -> bool:
-    """Whether notebook `name` has a released model: its file, or a record that released one (then the file is
-    missing, which `check_release` reports)."""
-    return release_path(name, folder).exists() or bool(release_records(name, results))
-
-
 def pretrained_run(name: str, device: torch.device | str | None = None, *, folder: str | os.PathLike | None = None,
                    results: str | os.PathLike | None = None) -> Pretrained | None:
     """The released model of notebook `name` with its run's history, or None (saying so in one line) when the
     notebook has no released model yet. A file that fails its checks stops with `ReleaseError`."""
-    if not has_release(name, folder, results):
+    try:
+        path, record = check_release(name, folder, results)
+    except NoRelease:
         print(f"PRETRAINED: no released model for {name} yet ({_display(release_path(name, folder))}); training "
               "as usual.")
         return None
-    path, record = check_release(name, folder, results)
     model = load_weights(path, ASSIGNMENTS[name].model, device)[0]
     history = History(records=record.get("history", []), final_model=record.get("final_model", {}))
     pretrained = Pretrained(model, history, record, path)

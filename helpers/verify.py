@@ -23,26 +23,22 @@ import torch
 from .data import DataError, load_cifar10
 from .devices import device_name, select_device
 from .goals import ASSIGNMENTS
-from .release import SUBSET_IMAGES, TOLERANCE, ReleaseError, check_release, has_release, load_weights, measure
+from .release import SUBSET_IMAGES, TOLERANCE, NoRelease, ReleaseError, check_release, load_weights, measure
+from .results import percent
 
 COLUMNS = ("notebook", "model", "file", "recorded raw / TTA", "measured raw / TTA", "difference", "verdict", "time")
-
-
-def _pct(value: float | None, digits: int = 2) -> str:
-    """'94.12 %' (the project's spelling), or '—'."""
-    return "—" if value is None else f"{value:.{digits}%}".replace("%", " %")
 
 
 def verify_one(name: str, images: np.ndarray, labels: np.ndarray, device: torch.device, quick: bool = False,
                tolerance: float = TOLERANCE) -> tuple[list[str], bool]:
     """The table row of notebook `name`'s released model, and whether it passed (no release yet passes)."""
     row = [name, ASSIGNMENTS[name].model]
-    if not has_release(name):
-        return row + ["—", "—", "—", "—", "no released model yet", "—"], True
     began = time.perf_counter()
     try:
         path, record = check_release(name)
         model, _ = load_weights(path, ASSIGNMENTS[name].model, device)
+    except NoRelease:
+        return row + ["—", "—", "—", "—", "no released model yet", "—"], True
     except ReleaseError as err:
         return row + ["—", "—", "—", "—", f"FAILED: {err}", "—"], False
     release = record["release"]
@@ -59,13 +55,13 @@ def verify_one(name: str, images: np.ndarray, labels: np.ndarray, device: torch.
         same_data = measured["test_set"] == release["test_set"]
         found = [measured["test_acc"], measured["test_acc_tta"]]
     seconds = f"{time.perf_counter() - began:.0f} s"
-    shown = [f"{_pct(recorded[0])} / {_pct(recorded[1])}", f"{_pct(found[0])} / {_pct(found[1])}"]
+    shown = [f"{percent(recorded[0])} / {percent(recorded[1])}", f"{percent(found[0])} / {percent(found[1])}"]
     if not same_data:
         return row + [size, *shown, "—", f"not compared: recorded on other data ({record['data']})", seconds], True
     gaps = [abs(f - r) for f, r in zip(found, recorded) if r is not None]
     worst = max(gaps)
     passed = worst <= tolerance
-    verdict = "ok" if passed else f"DIFFERS by more than {_pct(tolerance, 1)}"
+    verdict = "ok" if passed else f"DIFFERS by more than {percent(tolerance, 1)}"
     return row + [size, *shown, f"{worst * 100:.2f} pp", verdict, seconds], passed
 
 
@@ -97,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = select_device(args.device)
     print(f"Verifying released weights on {device} ({device_name(device)}), {data.source}: "
           f"{'the first ' + format(SUBSET_IMAGES, ',') if args.quick else 'all ' + format(len(data.test_labels), ',')}"
-          f" test images, fp32, tolerance {_pct(args.tolerance, 1)}", flush=True)
+          f" test images, fp32, tolerance {percent(args.tolerance, 1)}", flush=True)
     print(table_line(COLUMNS) + "\n" + "|" + "---|" * len(COLUMNS), flush=True)
     began, passed = time.perf_counter(), True
     for name in args.names or list(ASSIGNMENTS):  # a row as soon as it is measured: a model takes up to 2 min
