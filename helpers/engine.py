@@ -217,6 +217,25 @@ def evaluate(model: nn.Module, loader: Batches, device: torch.device, loss_fn: C
 
 
 @torch.no_grad()
+def softmax_views(model: nn.Module, loader: Batches, device: torch.device | None = None,
+                  amp_dtype: torch.dtype | None = None, mirrored: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One pass of `model` over `loader`: returns (true labels, softmax probabilities, and with `mirrored` the
+    softmax probabilities of the horizontal mirror images, else None) as numpy."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    plain, mirror, labels = [], [], []
+    for x, y in loader:
+        x = x.to(device, non_blocking=non_blocking(device, x))
+        with autocast(device, amp_dtype):
+            plain.append(model(x).float().softmax(1).cpu())
+            if mirrored:
+                mirror.append(model(x.flip(-1)).float().softmax(1).cpu())
+        labels.append(y.cpu())
+    return (torch.cat(labels).numpy(), torch.cat(plain).numpy(),
+            torch.cat(mirror).numpy() if mirrored else None)
+
+
 def predict(model: nn.Module, loader: Batches, device: torch.device | None = None,
             amp_dtype: torch.dtype | None = None, flip_tta: bool = False
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -224,19 +243,10 @@ def predict(model: nn.Module, loader: Batches, device: torch.device | None = Non
 
     With `flip_tta`, the probabilities are the average over each image and its horizontal mirror.
     """
-    device = device or next(model.parameters()).device
-    model.eval()
-    probs, labels = [], []
-    for x, y in loader:
-        x = x.to(device, non_blocking=non_blocking(device, x))
-        with autocast(device, amp_dtype):
-            p = model(x).float().softmax(1)
-            if flip_tta:
-                p = (p + model(x.flip(-1)).float().softmax(1)) / 2
-        probs.append(p.cpu())
-        labels.append(y.cpu())
-    p = torch.cat(probs).numpy()
-    return p.argmax(1), torch.cat(labels).numpy(), p
+    labels, p, mirror = softmax_views(model, loader, device, amp_dtype, mirrored=flip_tta)
+    if flip_tta:
+        p = (p + mirror) / 2
+    return p.argmax(1), labels, p
 
 
 def _scheduler_interval(scheduler) -> Literal["batch", "epoch", "plateau"] | None:
@@ -492,15 +502,15 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
 def measure_final_model(model: nn.Module, test_loader: Batches, device: torch.device, *,
                         ema: ModelEMA | None = None, flip_tta: bool = True,
                         amp_dtype: torch.dtype | None = None) -> dict:
-    """Test accuracy of `model` (and of `ema.module`), plain and with flip TTA (`predict(flip_tta=True)`)."""
+    """Test accuracy of `model` (and of `ema.module`), plain and with flip TTA, in one pass each."""
     models = {"": model} if ema is None else {"": model, "_ema": ema.module}
     measured = {}
     for suffix, network in models.items():
-        y_pred, y_true, _ = predict(network, test_loader, device, amp_dtype)
-        measured[f"test_acc{suffix}"] = float((y_pred == y_true).mean())
+        y_true, plain, mirror = softmax_views(network, test_loader, device, amp_dtype, mirrored=flip_tta)
+        measured[f"test_acc{suffix}"] = float((plain.argmax(1) == y_true).mean())
         if flip_tta:
-            y_pred, y_true, _ = predict(network, test_loader, device, amp_dtype, flip_tta=True)
-            measured[f"test_acc{suffix}_tta"] = float((y_pred == y_true).mean())
+            tta = ((plain + mirror) / 2).argmax(1)
+            measured[f"test_acc{suffix}_tta"] = float((tta == y_true).mean())
     measured["test_images"] = len(y_true)
     return measured
 

@@ -32,7 +32,7 @@ from . import models
 from .context import storage_dir
 from .data import CIFAR10_CLASSES, FULL_TEST, FULL_TRAIN, PROJECT_ROOT, Cifar10
 from .devices import device_name, select_device
-from .engine import History
+from .engine import History, softmax_views
 from .goals import ASSIGNMENTS
 from .loaders import make_eval_loader
 from .records import git_commit
@@ -211,25 +211,13 @@ def measure(model: nn.Module, images: np.ndarray, labels: np.ndarray, device: to
     loader = make_eval_loader(images, labels, batch_size, device=device, backend="cpu")
     model = model.to(device).eval()
     with exact_fp32():
-        probs = _probabilities(model, loader, device)
-    raw, tta = probs[0].argmax(1), ((probs[0] + probs[1]) / 2).argmax(1)
-    labels = np.asarray(labels)
-    n = min(subset, len(labels))
-    return {"test_acc": float((raw == labels).mean()), "test_acc_tta": float((tta == labels).mean()),
-            "test_images": int(len(labels)), "subset_images": int(n),
-            "subset_correct": int((raw[:n] == labels[:n]).sum()), "test_set": test_set_fingerprint(images, labels),
+        y_true, plain, mirror = softmax_views(model, loader, device, mirrored=True)
+    raw, tta = plain.argmax(1), ((plain + mirror) / 2).argmax(1)
+    n = min(subset, len(y_true))
+    return {"test_acc": float((raw == y_true).mean()), "test_acc_tta": float((tta == y_true).mean()),
+            "test_images": int(len(y_true)), "subset_images": int(n),
+            "subset_correct": int((raw[:n] == y_true[:n]).sum()), "test_set": test_set_fingerprint(images, labels),
             "subset_set": test_set_fingerprint(images[:n], labels[:n])}
-
-
-def _probabilities(model: nn.Module, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax of the images and of their mirror images, in one pass over the loader."""
-    plain, mirrored = [], []
-    with torch.inference_mode():
-        for x, _ in loader:
-            x = x.to(device)
-            plain.append(model(x).float().softmax(1).cpu())
-            mirrored.append(model(x.flip(-1)).float().softmax(1).cpu())
-    return torch.cat(plain).numpy(), torch.cat(mirrored).numpy()
 
 
 # --- releasing a full run ------------------------------------------------------------------------------------------
