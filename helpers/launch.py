@@ -41,9 +41,9 @@ QUICK_MIN_IMAGES, QUICK_MAX_IMAGES = 1000, 20000
 # What a run spends outside model compute: the kernel's start, imports, reading the data, the figures. Measured on
 # the quick run of notebook 01 on a 2-core CPU: 15 s (9.5 s outside the cells, 5.5 s in the small cells).
 NOTEBOOK_OVERHEAD_SECONDS = 15.0
-# Forward passes over the test set after training: fit's final measurement of the returned model (plain, then with
-# flip TTA: 3 passes) and of its EMA (3 more), and the notebook's own evaluation cell (1).
-FINAL_PASSES, FINAL_PASSES_EMA = 4, 7
+# Forward passes over the test set after training: fit's final measurement of the returned model (plain and
+# mirrored images in one pass over the loader: 2) and of its EMA (2 more), and the notebook's evaluation cell (1).
+FINAL_PASSES, FINAL_PASSES_EMA = 3, 5
 
 
 @dataclass(frozen=True)
