@@ -16,7 +16,7 @@ from .ema import ModelEMA  # noqa: E402
 from .engine import (CheckpointError, EarlyStopping, History, TrainingDiverged, evaluate, fit,  # noqa: E402
                      load_checkpoint, predict, save_checkpoint, seed_everything)
 from .goals import ASSIGNMENTS, GOALS, Goal  # noqa: E402
-from .gpu_loader import GpuLoader  # noqa: E402
+from .tensor_loader import TensorLoader  # noqa: E402
 from .loaders import ArrayDataset, make_eval_loader, make_loader, make_train_loader  # noqa: E402
 from .models import count_parameters  # noqa: E402
 from .context import describe_run, load_data, report_goal, smoke_mode, storage_dir  # noqa: E402
@@ -37,7 +37,7 @@ __all__ = [
     "ASSIGNMENTS", "GOALS", "Goal",
     "ArrayDataset", "make_loader", "count_parameters", "describe_run", "load_data", "report_goal", "smoke_mode",
     "storage_dir",
-    "Augmentation", "GpuLoader", "make_train_loader", "make_eval_loader",
+    "Augmentation", "TensorLoader", "make_train_loader", "make_eval_loader",
     "plot_confusion_matrix", "plot_history", "plot_misclassified", "plot_per_class_accuracy", "plot_samples",
     "save_run_record", "ReleaseError", "load_pretrained", "pretrained_run", "release_model", "model_summary",
     "devices", "models", "transforms", "linear_one_cycle", "plot_lr_schedule",

@@ -1,9 +1,9 @@
 """`Augmentation`: one description of a CIFAR-10 training augmentation, built for either input pipeline.
 
 `augment.cpu_transform()` is the per-image transform of a DataLoader (albumentations, or torchvision v2 for
-RandAugment and RandomErasing: `helpers.loaders`); `GpuLoader(..., augment=augment)` applies the same as batched
-tensor ops on the device (`helpers.gpu_loader`). tests/test_gpu_loader.py and tests/test_gpu_augment.py check that
-the two match in distribution.
+RandAugment and RandomErasing: `helpers.loaders`); `TensorLoader(..., augment=augment)` applies the same as batched
+tensor ops on the device (`helpers.tensor_loader`). tests/test_tensor_loader.py and tests/test_tensor_augment.py
+check that the two match in distribution.
 """
 from __future__ import annotations
 
@@ -74,15 +74,15 @@ class Augmentation:
         return steps
 
     def cpu_transform(self, seed: int | None = None) -> A.Compose | T.TorchvisionTransform:
-        """The per-image training transform of the CPU pipeline, normalization and tensor conversion included:
+        """The per-image training transform of the DataLoader pipeline, normalization and tensor conversion included:
         albumentations, or torchvision v2 when RandAugment or RandomErasing is on (albumentations has no
         RandAugment; that pipeline takes crop, flip and cutout only). `seed` seeds albumentations' own generator;
         the torchvision pipeline draws from torch's, which `fit` seeds every epoch."""
         if not (self.randaugment_ops or self.erasing_p):
             return T.build_transform(*self.albumentation_steps(), seed=seed)
         if self.reflect or self.rotate90_p or self.warps:
-            raise ValueError("with RandAugment or RandomErasing the CPU pipeline (torchvision) takes crop, flip and "
-                             "cutout only; use the GPU pipeline for more")
+            raise ValueError("with RandAugment or RandomErasing the DataLoader pipeline (torchvision) takes crop, "
+                             "flip and cutout only; use the tensor pipeline (TensorLoader) for more")
         return T.randaugment_transform(self.randaugment_ops, self.randaugment_magnitude, self.erasing_p,
                                        padding=self.crop_padding, flip=self.flip, cutout_size=self.cutout_size,
                                        cutout_p=self.cutout_p)

@@ -177,7 +177,7 @@ def predict_probabilities(model: nn.Module, images: np.ndarray, device: torch.de
     With `tta`, the average of the probabilities of each image and of its horizontal mirror.
     """
     device = select_device(device)
-    loader = make_eval_loader(images, np.zeros(len(images), dtype=np.int64), batch_size, device, backend="cpu")
+    loader = make_eval_loader(images, np.zeros(len(images), dtype=np.int64), batch_size, device, backend="dataloader")
     return predict(model.to(device), loader, device, flip_tta=tta)[2]
 
 

@@ -1,4 +1,12 @@
-"""Dataset and DataLoader factory for uint8 image arrays, and the switch between the CPU and GPU pipelines."""
+"""Dataset and DataLoader factory for uint8 image arrays, and the switch between the two input pipelines.
+
+- "tensor": `TensorLoader`, the uint8 dataset held as one tensor on the training device and augmented in whole
+  batches, every random choice of an epoch drawn up front (airbench's way). `"auto"` picks it on every device:
+  on CUDA it keeps the GPU busy, and on a CPU it delivers about 10x the images/s of a DataLoader without
+  taking cores from training (results/bench_cpu.md).
+- "dataloader": a DataLoader applying albumentations per image (torchvision v2 for RandAugment), the pipeline
+  the notebooks show and test the tensor one against.
+"""
 from __future__ import annotations
 
 import os
@@ -9,9 +17,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from .augmentation import NO_AUGMENTATION, Augmentation
-from .gpu_loader import GpuLoader
+from .tensor_loader import TensorLoader
 
-Backend = Literal["auto", "gpu", "cpu"]
+Backend = Literal["auto", "tensor", "dataloader"]
+BACKENDS = ("tensor", "dataloader")
 
 
 class ArrayDataset(Dataset):
@@ -90,36 +99,39 @@ def make_loader(images: np.ndarray, labels: np.ndarray, transform: Callable | No
                       generator=torch.Generator().manual_seed(seed))
 
 
-def resolve_backend(backend: Backend, device: torch.device | str) -> Literal["gpu", "cpu"]:
-    """'auto' means the GPU-resident loader on CUDA and the CPU DataLoader anywhere else."""
+def resolve_backend(backend: Backend, device: torch.device | str = "cpu") -> Literal["tensor", "dataloader"]:
+    """'auto' means the tensor pipeline, on every device; 'tensor' and 'dataloader' are kept as asked."""
     if backend == "auto":
-        return "gpu" if torch.device(device).type == "cuda" else "cpu"
-    if backend not in ("gpu", "cpu"):
-        raise ValueError(f"backend must be 'auto', 'gpu' or 'cpu', not {backend!r}")
+        return "tensor"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be 'auto', 'tensor' or 'dataloader', not {backend!r}")
     return backend
 
 
 def make_train_loader(images: np.ndarray, labels: np.ndarray, augment: Augmentation, batch_size: int,
                       device: torch.device | str = "cpu", backend: Backend = "auto", seed: int = 0,
-                      num_workers: int | None = None) -> DataLoader | GpuLoader:
+                      num_workers: int | None = None) -> DataLoader | TensorLoader:
     """The one switch between pipelines: training batches with augmentation `augment` on either backend.
 
-    backend "gpu": `GpuLoader` (whole uint8 dataset on `device`, batched tensor augmentation); "cpu": `make_loader`
-    with `augment.cpu_transform()` (albumentations, or torchvision v2 for RandAugment), `num_workers` worker
-    processes; "auto": "gpu" on CUDA, else "cpu". Both yield normalized float batches [B, 3, 32, 32] and int64
+    backend "tensor" (and "auto"): `TensorLoader` (whole uint8 dataset on `device`, batched tensor augmentation);
+    "dataloader": `make_loader` with `augment.cpu_transform()` (albumentations, or torchvision v2 for
+    RandAugment), `num_workers` worker processes. Both yield normalized float batches [B, 3, 32, 32] and int64
     labels, reshuffled every epoch, the last partial batch dropped.
     """
-    if resolve_backend(backend, device) == "gpu":
-        return GpuLoader(images, labels, batch_size, train=True, device=device, augment=augment, seed=seed)
+    if resolve_backend(backend, device) == "tensor":
+        return TensorLoader(images, labels, batch_size, train=True, device=device, augment=augment, seed=seed)
     return make_loader(images, labels, augment.cpu_transform(), batch_size, train=True, device=device,
                        num_workers=num_workers, seed=seed)
 
 
-CPU_EVAL_BATCH = 50  # on 2 CPU cores, batches of 500 evaluate ResNet18, ResNet-9 and LightNet 2-5x slower than 50
+# Evaluation batch on a CPU, measured in fit's precision and format on 2 cores (results/bench_cpu*.md, by batch
+# size): 100 is the fastest or within 8 % of it for every model on an AVX512-BF16 EPYC and Xeon, both in bf16, and
+# 500 is up to 3.8x slower (LightNet on the EPYC).
+CPU_EVAL_BATCH = 100
 
 
 def make_eval_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device | str = "cpu",
-                     backend: Backend = "auto") -> DataLoader | GpuLoader:
+                     backend: Backend = "auto") -> DataLoader | TensorLoader:
     """Validation/test batches in dataset order, normalized, no augmentation, on the chosen backend.
 
     On a CPU the batches hold at most `CPU_EVAL_BATCH` images, whatever `batch_size` says: large batches run
@@ -127,6 +139,6 @@ def make_eval_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, de
     """
     if torch.device(device).type == "cpu":
         batch_size = min(batch_size, CPU_EVAL_BATCH)
-    if resolve_backend(backend, device) == "gpu":
-        return GpuLoader(images, labels, batch_size, train=False, device=device)
+    if resolve_backend(backend, device) == "tensor":
+        return TensorLoader(images, labels, batch_size, train=False, device=device)
     return make_loader(images, labels, NO_AUGMENTATION.cpu_transform(), batch_size, train=False, device=device)

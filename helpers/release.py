@@ -206,7 +206,7 @@ def measure(model: nn.Module, images: np.ndarray, labels: np.ndarray, device: to
     the images measured (`test_set`) and of the subset (`subset_set`).
     """
     device = select_device(device)
-    loader = make_eval_loader(images, labels, batch_size, device=device, backend="cpu")
+    loader = make_eval_loader(images, labels, batch_size, device=device, backend="dataloader")
     model = model.to(device).eval()
     with exact_fp32():
         y_true, plain, mirror = softmax_views(model, loader, device, mirrored=True)

@@ -110,7 +110,7 @@ def randaugment_transform(num_ops: int = 2, magnitude: int = 9, erasing_p: float
 
     Cutout is torchvision's `RandomErasing` held to one `cutout_size` square (area and aspect ratio fixed): entirely
     inside the image, top-left corner uniform, filled with `MEAN_PIXEL`: as `cutout()` (albumentations) and
-    `GpuLoader` place and fill it."""
+    `TensorLoader` place and fill it."""
     from torchvision.transforms import v2  # imported here: `import helpers` stays free of torchvision's cost
 
     steps = [

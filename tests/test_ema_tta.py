@@ -34,7 +34,7 @@ def test_ema_in_fit_is_evaluated_every_epoch_and_differs_from_the_raw_weights(tm
     h.seed_everything(0)
     data = h.load_cifar10(h.write_synthetic_cifar10(tmp_path, n_train=120, n_test=40).parent, download=False)
     train = h.make_loader(data.train_images, data.train_labels, h.transforms.build_transform(), 20, train=True)
-    test = h.make_eval_loader(data.test_images, data.test_labels, 40, device="cpu", backend="cpu")
+    test = h.make_eval_loader(data.test_images, data.test_labels, 40, device="cpu", backend="dataloader")
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
                           nn.Linear(16, 10))
     ema = h.ModelEMA(model, decay=0.95, every=1)

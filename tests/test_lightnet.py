@@ -8,7 +8,7 @@ from torch import nn
 
 from helpers import transforms as T
 from helpers.augmentation import Augmentation
-from helpers.gpu_loader import GpuLoader
+from helpers.tensor_loader import TensorLoader
 from helpers.models import count_parameters, lightnet
 from helpers.models.lightnet import LightNet, SeparableBlock
 
@@ -79,24 +79,24 @@ def test_notebook_02_augmentation_builds_for_albumentations_in_order() -> None:
     assert out.shape == (3, 32, 32) and out.dtype == torch.float32
 
 
-def test_notebook_02_augmentation_agrees_on_the_gpu_loader_and_albumentations() -> None:
+def test_notebook_02_augmentation_agrees_on_the_tensor_loader_and_albumentations() -> None:
     """On a flat image only the crop's zero padding, the warp's mean-pixel border and the mean-pixel hole change
     pixels: both pipelines show them as often (within 5 standard errors of the difference)."""
     n = 1000
     image = np.full((32, 32, 3), 200, np.uint8)
-    loader = GpuLoader(np.repeat(image[None], n, 0), np.zeros(n), n, train=True, device="cpu",
+    loader = TensorLoader(np.repeat(image[None], n, 0), np.zeros(n), n, train=True, device="cpu",
                        augment=NOTEBOOK_02_AUGMENT, seed=0)
-    gpu = T.denormalize(next(iter(loader))[0])  # uint8 NHWC
+    tensor = T.denormalize(next(iter(loader))[0])  # uint8 NHWC
     albumentations = A.Compose(NOTEBOOK_02_AUGMENT.albumentation_steps(), seed=0)
     cpu = np.stack([albumentations(image=image)["image"] for _ in range(n)])
-    for name, batch in (("gpu", gpu), ("cpu", cpu)):
+    for name, batch in (("tensor", tensor), ("cpu", cpu)):
         assert batch.shape == (n, 32, 32, 3), name
     stats = {}
-    for name, batch in (("gpu", gpu), ("cpu", cpu)):
+    for name, batch in (("tensor", tensor), ("cpu", cpu)):
         padded = (batch == 0).all(-1).any((1, 2))  # the crop moved the image: zero padding came in
         mean_filled = (batch == np.array(T.MEAN_PIXEL, np.uint8)).all(-1).sum((1, 2)) >= 64  # a hole or a border
         stats[name] = padded.mean(), mean_filled.mean()
         assert padded.mean() > 0.9, name            # P(offset != (4, 4)) = 80/81, less what a warp or hole covers
         assert 0.4 < mean_filled.mean() < 0.75, name  # hole p 0.5, warp p 0.5, overlapping
-    for (g, c) in zip(stats["gpu"], stats["cpu"]):
+    for (g, c) in zip(stats["tensor"], stats["cpu"]):
         assert abs(g - c) < 5 * np.sqrt(2 * 0.25 / n)

@@ -1,4 +1,4 @@
-"""GpuLoader: its augmentations match the albumentations path in distribution; shuffling, seeding, eval mode, the
+"""TensorLoader: its augmentations match the albumentations path in distribution; shuffling, seeding, eval mode, the
 backend switch, and fit with the loader and torch.compile."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import nn
 import helpers as h
 from helpers import transforms as T
 from helpers.augmentation import NO_AUGMENTATION, Augmentation
-from helpers.gpu_loader import GpuLoader
+from helpers.tensor_loader import TensorLoader
 
 N_SAMPLES = 3000  # augmented copies per distribution test: each count is within a few standard deviations
 
@@ -27,10 +27,10 @@ def position_image() -> np.ndarray:
     return np.stack([10 + 7 * rows, 10 + 7 * cols, np.full_like(rows, 200)], axis=-1).astype(np.uint8)
 
 
-def gpu_outputs(augment: Augmentation, n: int = N_SAMPLES, seed: int = 0) -> np.ndarray:
-    """`n` augmented copies of the position image from GpuLoader, back as uint8 HWC."""
+def tensor_outputs(augment: Augmentation, n: int = N_SAMPLES, seed: int = 0) -> np.ndarray:
+    """`n` augmented copies of the position image from TensorLoader, back as uint8 HWC."""
     images = np.repeat(position_image()[None], n, axis=0)
-    loader = GpuLoader(images, np.zeros(n), batch_size=n, train=True, device="cpu", augment=augment, seed=seed)
+    loader = TensorLoader(images, np.zeros(n), batch_size=n, train=True, device="cpu", augment=augment, seed=seed)
     batch, _ = next(iter(loader))
     return T.denormalize(batch)
 
@@ -73,7 +73,7 @@ def chi_square_uniform(counts: np.ndarray) -> float:
 @pytest.mark.parametrize("reflect", [False, True])
 def test_crop_and_flip_match_the_albumentations_path(reflect):
     augment = Augmentation(crop_padding=4, reflect=reflect, flip=True)
-    for outputs in (gpu_outputs(augment), albumentations_outputs(augment)):
+    for outputs in (tensor_outputs(augment), albumentations_outputs(augment)):
         crop_y, crop_x, flipped = decode_crop(outputs)
         # Every output is exactly the padded image cropped at its offset (and mirrored): the padding fill matches.
         for i in range(0, len(outputs), 97):
@@ -89,7 +89,7 @@ def test_crop_and_flip_match_the_albumentations_path(reflect):
 
 
 def test_no_flip_and_no_crop_means_identity():
-    outputs = gpu_outputs(Augmentation(crop_padding=0, flip=False), n=50)
+    outputs = tensor_outputs(Augmentation(crop_padding=0, flip=False), n=50)
     assert np.all(outputs == position_image())
 
 
@@ -105,7 +105,7 @@ def hole_stats(outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 def test_cutout_matches_albumentations_coarse_dropout_in_area_fill_and_position():
     augment = Augmentation(crop_padding=0, flip=False, cutout_size=8, cutout_p=0.5)
     results = {}
-    for name, outputs in (("gpu", gpu_outputs(augment)), ("albumentations", albumentations_outputs(augment))):
+    for name, outputs in (("tensor", tensor_outputs(augment)), ("albumentations", albumentations_outputs(augment))):
         count, top, left = hole_stats(outputs)
         changed = np.any(outputs != position_image(), axis=-1)
         assert np.all(outputs[changed] == T.MEAN_PIXEL), f"{name}: the hole is filled with the dataset mean"
@@ -127,7 +127,7 @@ def test_normalization_equals_build_transform_without_augmentation():
     images = np.random.default_rng(0).integers(0, 256, size=(10, 32, 32, 3), dtype=np.uint8)
     expected = torch.stack([T.build_transform()(image=img)["image"] for img in images])
     for train in (False, True):
-        loader = GpuLoader(images, np.arange(10), batch_size=10, train=train, device="cpu",
+        loader = TensorLoader(images, np.arange(10), batch_size=10, train=train, device="cpu",
                            augment=NO_AUGMENTATION)
         batch, labels = next(iter(loader))
         order = labels.numpy()
@@ -139,7 +139,7 @@ def test_normalization_equals_build_transform_without_augmentation():
 def test_shuffling_covers_every_sample_once_per_epoch_and_drops_the_last_batch():
     labels = np.arange(1000)
     images = np.zeros((1000, 32, 32, 3), dtype=np.uint8)
-    loader = GpuLoader(images, labels, batch_size=64, train=True, device="cpu", augment=Augmentation())
+    loader = TensorLoader(images, labels, batch_size=64, train=True, device="cpu", augment=Augmentation())
     assert len(loader) == 1000 // 64
     orders = []
     for _ in range(2):
@@ -148,7 +148,7 @@ def test_shuffling_covers_every_sample_once_per_epoch_and_drops_the_last_batch()
         assert len(torch.unique(seen)) == len(seen), "no sample twice in an epoch"
         orders.append(seen)
     assert not torch.equal(orders[0], orders[1]), "reshuffled every epoch"
-    whole = GpuLoader(images[:256], labels[:256], batch_size=64, train=True, device="cpu")
+    whole = TensorLoader(images[:256], labels[:256], batch_size=64, train=True, device="cpu")
     assert sorted(torch.cat([y for _, y in whole]).tolist()) == list(range(256))
 
 
@@ -156,7 +156,7 @@ def test_set_epoch_makes_an_epoch_reproducible():
     images = np.random.default_rng(1).integers(0, 256, size=(100, 32, 32, 3), dtype=np.uint8)
 
     def epoch_batches(epoch: int, seed: int) -> list[torch.Tensor]:
-        loader = GpuLoader(images, np.arange(100), 32, train=True, device="cpu", augment=Augmentation(cutout_size=8))
+        loader = TensorLoader(images, np.arange(100), 32, train=True, device="cpu", augment=Augmentation(cutout_size=8))
         loader.set_epoch(epoch, seed)
         return [x for x, _ in loader]
 
@@ -168,33 +168,35 @@ def test_set_epoch_makes_an_epoch_reproducible():
 
 def test_eval_mode_is_ordered_unaugmented_and_keeps_the_last_batch():
     images = np.random.default_rng(2).integers(0, 256, size=(70, 32, 32, 3), dtype=np.uint8)
-    loader = GpuLoader(images, np.arange(70), 32, train=False, device="cpu", augment=Augmentation(cutout_size=8))
+    loader = TensorLoader(images, np.arange(70), 32, train=False, device="cpu", augment=Augmentation(cutout_size=8))
     batches = list(loader)
     assert len(loader) == len(batches) == 3 and len(batches[-1][1]) == 6
     assert torch.equal(torch.cat([y for _, y in batches]), torch.arange(70))
     assert np.array_equal(T.denormalize(torch.cat([x for x, _ in batches])), images)
 
 
-def test_backend_switch_yields_the_same_kind_of_batches():
+def test_backend_switch_yields_the_same_kind_of_batches(monkeypatch):
     images = h.data.synthetic_images(np.arange(80) % 10)
     labels = np.arange(80) % 10
     augment = Augmentation(cutout_size=8)
-    gpu = h.make_train_loader(images, labels, augment, 16, device="cpu", backend="gpu")
-    cpu = h.make_train_loader(images, labels, augment, 16, device="cpu", backend="cpu")
+    tensor = h.make_train_loader(images, labels, augment, 16, device="cpu", backend="tensor")
+    dataloader = h.make_train_loader(images, labels, augment, 16, device="cpu", backend="dataloader")
     auto = h.make_train_loader(images, labels, augment, 16, device="cpu", backend="auto")
-    assert isinstance(gpu, GpuLoader) and not isinstance(cpu, GpuLoader) and not isinstance(auto, GpuLoader)
-    assert h.loaders.resolve_backend("auto", "cuda") == "gpu"
-    assert len(gpu) == len(cpu) == 5
-    for loader in (gpu, cpu):
+    assert isinstance(tensor, TensorLoader) and isinstance(auto, TensorLoader), "auto: the tensor pipeline on a CPU"
+    assert isinstance(dataloader, torch.utils.data.DataLoader)
+    assert h.loaders.resolve_backend("auto", "cuda") == h.loaders.resolve_backend("auto", "cpu") == "tensor"
+    assert len(tensor) == len(dataloader) == 5
+    for loader in (tensor, dataloader):
         x, y = next(iter(loader))
         assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
-    for backend in ("gpu", "cpu"):  # eval: dataset order, no augmentation, identical batches
+    monkeypatch.setattr(h.loaders, "CPU_EVAL_BATCH", 50)
+    for backend in ("tensor", "dataloader"):  # eval: dataset order, no augmentation, identical batches
         batches = list(h.make_eval_loader(images, labels, 80, device="cpu", backend=backend))
-        assert [len(y) for _, y in batches] == [50, 30], "on a CPU at most 50 images a batch"
+        assert [len(y) for _, y in batches] == [50, 30], "on a CPU at most CPU_EVAL_BATCH images a batch"
         x, y = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
         assert np.array_equal(T.denormalize(x), images) and torch.equal(y, torch.as_tensor(labels))
     with pytest.raises(ValueError, match="backend"):
-        h.make_train_loader(images, labels, augment, 16, backend="dali")
+        h.make_train_loader(images, labels, augment, 16, backend="gpu")
 
 
 def tiny_model() -> nn.Module:
@@ -205,15 +207,15 @@ def tiny_model() -> nn.Module:
 
 CUTOUT = Augmentation(cutout_size=8)
 EVERYTHING = Augmentation(rotate90_p=0.5, rotate_limit=10, scale_limit=0.1, shift_limit=0.1, randaugment_ops=2,
-                          erasing_p=0.5)  # every draw of the GPU pipeline
+                          erasing_p=0.5)  # every draw of the tensor pipeline
 
 
 def run_fit(epochs: int, checkpoint, compile: bool = False,
             augment: Augmentation = CUTOUT) -> tuple[h.History, nn.Module]:
     images = h.data.synthetic_images(np.arange(160) % 10)
     labels = np.arange(160) % 10
-    train = GpuLoader(images, labels, 32, train=True, device="cpu", augment=augment)
-    test = GpuLoader(images[:64], labels[:64], 64, train=False, device="cpu")
+    train = TensorLoader(images, labels, 32, train=True, device="cpu", augment=augment)
+    test = TensorLoader(images[:64], labels[:64], 64, train=False, device="cpu")
     model = tiny_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     history = h.fit(model, train, optimizer, epochs, test_loader=test, checkpoint_path=checkpoint, device="cpu",
@@ -222,11 +224,11 @@ def run_fit(epochs: int, checkpoint, compile: bool = False,
 
 
 @pytest.mark.parametrize("augment", [CUTOUT, EVERYTHING], ids=["cutout", "everything"])
-def test_seeded_fit_with_the_gpu_loader_is_reproducible_and_resumable(tmp_path, augment):
+def test_seeded_fit_with_the_tensor_loader_is_reproducible_and_resumable(tmp_path, augment):
     whole, _ = run_fit(2, None, augment=augment)
     ckpt = tmp_path / "run.pt"
     images = h.data.synthetic_images(np.arange(160) % 10)
-    train = GpuLoader(images, np.arange(160) % 10, 32, train=True, device="cpu", augment=augment)
+    train = TensorLoader(images, np.arange(160) % 10, 32, train=True, device="cpu", augment=augment)
     model = tiny_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
@@ -234,7 +236,7 @@ def test_seeded_fit_with_the_gpu_loader_is_reproducible_and_resumable(tmp_path, 
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        h.fit(model, train, optimizer, 2, test_loader=GpuLoader(images[:64], np.arange(64) % 10, 64, train=False,
+        h.fit(model, train, optimizer, 2, test_loader=TensorLoader(images[:64], np.arange(64) % 10, 64, train=False,
                                                                 device="cpu"),
               checkpoint_path=ckpt, device="cpu", seed=3, progress=False, on_epoch_end=stop_after_first)
     resumed, _ = run_fit(2, ckpt, augment=augment)

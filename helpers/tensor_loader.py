@@ -1,21 +1,23 @@
-"""GPU-resident CIFAR-10 loader: the uint8 dataset lives on the device, augmentation is batched tensor ops.
+"""Tensor-resident CIFAR-10 loader: the uint8 dataset lives on the training device, augmentation is batched tensor ops.
 
-A CPU pipeline (PIL/albumentations per image, worker processes, host-to-device copies) cannot keep a modern GPU
-busy on 32x32 images. Like airbench and hlb-cifar10, `GpuLoader` copies the uint8 images to the device once and
-augments whole batches there (under RandAugment, chunks of several thousand images): random crop and flip as one
-gather, then quarter turns, rotation / scale / shift, RandAugment, cutout and RandomErasing as batched ops
-(`helpers.gpu_augment`). Every random choice of an epoch is drawn up front from a generator seeded per epoch, so a
-resumed run replays the same epochs.
+A per-image pipeline (PIL/albumentations per image, worker processes, host-to-device copies) cannot keep a modern
+GPU busy on 32x32 images, and on a CPU its workers take cores from training. Like airbench and hlb-cifar10,
+`TensorLoader` holds the uint8 images as one tensor on the device (copied once; on a CPU, no copy) and augments
+whole batches there (under RandAugment, chunks of several thousand images): random crop and flip as one gather,
+then quarter turns, rotation / scale / shift, RandAugment, cutout and RandomErasing as batched ops
+(`helpers.tensor_augment`). Every random choice of an epoch is drawn up front from a generator seeded per epoch,
+so a resumed run replays the same epochs.
 
-`helpers.augmentation.Augmentation` describes what to do once, for either pipeline: `GpuLoader(...,
+`helpers.augmentation.Augmentation` describes what to do once, for either pipeline: `TensorLoader(...,
 augment=augment)` here, `augment.cpu_transform()` for a DataLoader. The two match in distribution;
-tests/test_gpu_loader.py and tests/test_gpu_augment.py check it.
+tests/test_tensor_loader.py and tests/test_tensor_augment.py check it.
 
     augment = Augmentation(crop_padding=4, flip=True, cutout_size=8)
-    train_loader = GpuLoader(images, labels, batch_size=512, train=True, device="cuda", augment=augment)
-    test_loader = GpuLoader(test_images, test_labels, batch_size=1024, train=False, device="cuda")
+    train_loader = TensorLoader(images, labels, batch_size=512, train=True, device="cuda", augment=augment)
+    test_loader = TensorLoader(test_images, test_labels, batch_size=1024, train=False, device="cuda")
 
-`helpers.loaders.make_train_loader(..., backend="auto")` picks this loader on CUDA and the CPU DataLoader elsewhere.
+`helpers.loaders.make_train_loader(..., backend="auto")` picks this loader on every device ("dataloader" asks for
+the albumentations DataLoader instead).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import gpu_augment as G
+from . import tensor_augment as G
 from . import transforms as T
 from .augmentation import NO_AUGMENTATION, Augmentation
 from .data import CIFAR10_MEAN, CIFAR10_STD
@@ -45,7 +47,7 @@ class _EpochDraws:
     flip: torch.Tensor         # bool [N]
     turns: torch.Tensor | None         # counter-clockwise quarter turns in 0..3 [N]; None where unused
     warp: G.AffineDraws | None
-    randaugment: torch.Tensor | None   # op keys [N, num_ops] (gpu_augment.draw_randaugment) and a host copy,
+    randaugment: torch.Tensor | None   # op keys [N, num_ops] (tensor_augment.draw_randaugment) and a host copy,
     randaugment_host: np.ndarray | None  # to group a chunk by op without a device synchronization
     hole_y: torch.Tensor       # cutout top-left corner in 0..32-size [N]
     hole_x: torch.Tensor
@@ -58,13 +60,13 @@ class _EpochDraws:
                              for value in (getattr(self, f.name) for f in fields(self))))
 
 
-class GpuLoader:
+class TensorLoader:
     """Batches (normalized float images [B, 3, 32, 32] channels_last, int64 labels) on `device`, like a DataLoader.
 
     Training (`train=True`): reshuffled every epoch, augmented with `augment` (under RandAugment a chunk of
-    `CHUNK_IMAGES` images at a time, otherwise batch by batch), last partial batch dropped (unless the dataset is smaller than one batch). Evaluation: dataset
-    order, no augmentation, every sample. `set_epoch(epoch, seed)` fixes the epoch's randomness; without it each new
-    pass draws fresh randomness.
+    `CHUNK_IMAGES` images at a time, otherwise batch by batch), last partial batch dropped (unless the dataset is
+    smaller than one batch). Evaluation: dataset order, no augmentation, every sample. `set_epoch(epoch, seed)`
+    fixes the epoch's randomness; without it each new pass draws fresh randomness.
     """
 
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int, *,
@@ -196,4 +198,4 @@ def _pad(images: torch.Tensor, padding: int, reflect: bool) -> torch.Tensor:
     return F.pad(images, (0, 0, padding, padding, padding, padding)).contiguous()
 
 
-__all__ = ["GpuLoader"]
+__all__ = ["TensorLoader"]

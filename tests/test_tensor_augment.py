@@ -1,5 +1,5 @@
-"""The GPU pipeline's rotation, quarter turns, RandAugment and RandomErasing (helpers.gpu_augment, run on the CPU):
-each matches its CPU counterpart (albumentations, torchvision v2) in what it does and in distribution."""
+"""The tensor pipeline's rotation, quarter turns, RandAugment and RandomErasing (helpers.tensor_augment, run on the
+CPU): each matches its CPU counterpart (albumentations, torchvision v2) in what it does and in distribution."""
 from __future__ import annotations
 
 import albumentations as A
@@ -12,11 +12,11 @@ from torchvision.transforms import v2
 
 import helpers as h
 from helpers import bench
-from helpers import gpu_augment as G
-from helpers import gpu_loader
+from helpers import tensor_augment as G
+from helpers import tensor_loader
 from helpers import transforms as T
 from helpers.augmentation import Augmentation
-from helpers.gpu_loader import GpuLoader
+from helpers.tensor_loader import TensorLoader
 
 N_SAMPLES = 2000
 RANDAUGMENT = v2.RandAugment()  # the reference: torchvision's own op space and op application
@@ -42,8 +42,8 @@ def natural_images(n: int, seed: int = 0) -> np.ndarray:
 
 
 def loader_outputs(augment: Augmentation, image: np.ndarray, n: int = N_SAMPLES, seed: int = 0) -> np.ndarray:
-    """`n` copies of `image` through the GPU pipeline (on the CPU), normalized float NCHW as numpy."""
-    loader = GpuLoader(np.repeat(image[None], n, 0), np.zeros(n), n, train=True, device="cpu", augment=augment,
+    """`n` copies of `image` through the tensor pipeline (on the CPU), normalized float NCHW as numpy."""
+    loader = TensorLoader(np.repeat(image[None], n, 0), np.zeros(n), n, train=True, device="cpu", augment=augment,
                        seed=seed)
     return next(iter(loader))[0].numpy()
 
@@ -117,10 +117,10 @@ def decode_warp(output: np.ndarray) -> tuple[float, float, float, float, float]:
                  affine_p=0.5)], ids=["rotate", "affine"])
 def test_warp_parameters_follow_the_albumentations_distribution(augment):
     image = position_image()
-    gpu = T.denormalize(torch.from_numpy(loader_outputs(augment, image)))
+    tensor = T.denormalize(torch.from_numpy(loader_outputs(augment, image)))
     cpu = albumentations_outputs(augment, image)
     decoded = {}
-    for name, outputs in (("gpu", gpu), ("albumentations", cpu)):
+    for name, outputs in (("tensor", tensor), ("albumentations", cpu)):
         warped = np.any(outputs != image, axis=(1, 2, 3))
         assert abs(warped.mean() - augment.affine_p) < 5 * np.sqrt(0.25 / len(outputs)), name
         decoded[name] = np.array([decode_warp(output) for output in outputs[warped]])
@@ -138,8 +138,8 @@ def test_warp_parameters_follow_the_albumentations_distribution(augment):
         else:
             np.testing.assert_allclose(decoded[name][:, 1:3], 1, atol=0.02)
             np.testing.assert_allclose(decoded[name][:, 3:], 0, atol=0.1)
-    for column in range(decoded["gpu"].shape[1]):  # and the two paths agree with each other
-        assert stats.ks_2samp(decoded["gpu"][:, column], decoded["albumentations"][:, column]).pvalue > 1e-4
+    for column in range(decoded["tensor"].shape[1]):  # and the two paths agree with each other
+        assert stats.ks_2samp(decoded["tensor"][:, column], decoded["albumentations"][:, column]).pvalue > 1e-4
 
 
 # ---------------------------------------------------------------- quarter turns
@@ -231,7 +231,7 @@ def test_randaugment_draws_are_uniform_over_ops_with_fair_signs():
 def test_loader_applies_randaugment_per_image():
     images = natural_images(64, seed=2)
     augment = Augmentation(crop_padding=0, flip=False, randaugment_ops=1)
-    loader = GpuLoader(images, np.arange(64), 64, train=True, device="cpu", augment=augment)
+    loader = TensorLoader(images, np.arange(64), 64, train=True, device="cpu", augment=augment)
     batch, index = next(iter(loader))
     outputs = torch.from_numpy(T.denormalize(batch)).permute(0, 3, 1, 2).int()
     sources = torch.from_numpy(images[index.numpy()]).permute(0, 3, 1, 2)
@@ -300,9 +300,9 @@ def test_erasing_rectangles_follow_torchvisions_distribution():
                                   np.broadcast_to(expected, outputs.shape))
 
 
-def test_cpu_cutout_of_the_torchvision_pipeline_matches_the_gpu_loaders():
+def test_cpu_cutout_of_the_torchvision_pipeline_matches_the_tensor_loaders():
     """With RandAugment on, the CPU pipeline is torchvision's, and Cutout there is a RandomErasing held to one
-    16x16 square: the same hole as GpuLoader's (and albumentations'): a full square inside the image, top-left
+    16x16 square: the same hole as TensorLoader's (and albumentations'): a full square inside the image, top-left
     corner uniform over 0..16, filled with the mean pixel. (RandAugment itself is off here, num_ops=0, so that
     only the hole changes the image.)"""
     image, n = position_image(), N_SAMPLES
@@ -314,7 +314,7 @@ def test_cpu_cutout_of_the_torchvision_pipeline_matches_the_gpu_loaders():
                                 n=1)[0][:, 0, 0]
     corners = {}
     for name, outputs in (("cpu", np.stack([transform(image=image)["image"].numpy() for _ in range(n)])),
-                          ("gpu", loader_outputs(Augmentation(crop_padding=0, flip=False, cutout_size=16,
+                          ("tensor", loader_outputs(Augmentation(crop_padding=0, flip=False, cutout_size=16,
                                                               cutout_p=0.5), image))):
         hole = (np.abs(outputs - plain) > 1e-3).any(1)
         hit = hole.any((1, 2))
@@ -328,7 +328,7 @@ def test_cpu_cutout_of_the_torchvision_pipeline_matches_the_gpu_loaders():
             assert len(counts) == 17 and chi_square(counts, np.full(17, len(corner) / 17)) < 60, name
         corners[name] = rectangles[:, 2:]
     for axis in (0, 1):
-        assert stats.ks_2samp(corners["cpu"][:, axis], corners["gpu"][:, axis]).pvalue > 1e-4
+        assert stats.ks_2samp(corners["cpu"][:, axis], corners["tensor"][:, axis]).pvalue > 1e-4
 
 
 # ---------------------------------------------------------------- the loader as a whole
@@ -343,7 +343,7 @@ def test_epochs_are_reproducible_and_independent_of_chunking(augment, monkeypatc
     images = h.data.synthetic_images(np.arange(300) % 10)
 
     def epoch(seed: int, epoch: int) -> list[torch.Tensor]:
-        loader = GpuLoader(images, np.arange(300), 32, train=True, device="cpu", augment=augment)
+        loader = TensorLoader(images, np.arange(300), 32, train=True, device="cpu", augment=augment)
         loader.set_epoch(epoch, seed)
         return [torch.cat([x.flatten(1), y[:, None].float()], 1) for x, y in loader]
 
@@ -351,14 +351,14 @@ def test_epochs_are_reproducible_and_independent_of_chunking(augment, monkeypatc
     assert len(first) == 300 // 32 and all(b.shape[0] == 32 for b in first)
     assert all(torch.equal(a, b) for a, b in zip(first, epoch(7, 3)))
     assert not torch.equal(first[0], epoch(7, 4)[0]) and not torch.equal(first[0], epoch(8, 3)[0])
-    monkeypatch.setattr(gpu_loader, "CHUNK_IMAGES", 64)  # the same images, augmented two batches at a time
+    monkeypatch.setattr(tensor_loader, "CHUNK_IMAGES", 64)  # the same images, augmented two batches at a time
     assert all(torch.equal(a, b) for a, b in zip(first, epoch(7, 3)))
 
 
 @pytest.mark.parametrize("augment", [NOTEBOOK_03, NOTEBOOK_05], ids=["03", "05"])
 def test_both_backends_train_a_model(augment):
     images, labels = h.data.synthetic_images(np.arange(96) % 10), np.arange(96) % 10
-    for backend in ("gpu", "cpu"):
+    for backend in ("tensor", "dataloader"):
         loader = h.make_train_loader(images, labels, augment, 32, device="cpu", backend=backend, seed=1)
         torch.manual_seed(0)
         model = h.models.resnet9()

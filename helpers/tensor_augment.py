@@ -1,8 +1,8 @@
-"""Batched augmentations for `GpuLoader`: whole chunks of uint8 images [B, 3, H, W] at once, on any device.
+"""Batched augmentations for `TensorLoader`: whole chunks of uint8 images [B, 3, H, W] at once, on any device.
 
 Every random choice is drawn up front for an epoch (`draw_*`, from the loader's per-epoch seeded generator) and
 applied per chunk (`affine`, `randaugment`, `erase`), so a chunk of thousands of images costs a few dozen kernels.
-Each matches a CPU pipeline in distribution, checked by tests/test_gpu_augment.py:
+Each matches a CPU pipeline in distribution, checked by tests/test_tensor_augment.py:
 
 - `affine`: albumentations `Rotate` / `Affine` with a constant border: rotation about the image centre, scale,
   integer shift, bilinear, the uncovered area filled with a pixel value; one `affine_grid` + `grid_sample`;
