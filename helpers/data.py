@@ -1,6 +1,6 @@
 """CIFAR-10 loading that works offline: reads the standard batch files itself, splits, subsets.
 
-`load_cifar10()` returns uint8 HWC images, so every pipeline (albumentations, the GPU-resident loader, plots)
+`load_cifar10()` returns uint8 HWC images, so every pipeline (albumentations, the tensor loader, plots)
 starts from the same arrays.
 """
 from __future__ import annotations
@@ -150,6 +150,15 @@ def _read_folder(folder: Path, source: str) -> Cifar10:
                    test_images, test_labels, _read_classes(folder), source + _jpeg_note(test_batch))
 
 
+def shown_path(path: Path) -> str:
+    """`path` as a source line shows it: relative to the project when inside it (a run record or a stored output
+    names no absolute path of the machine that made it), else as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def _jpeg_note(batch: dict) -> str:
     """A note for the data source when the batch's images were decoded from JPEG files (a re-encoded copy)."""
     names = batch.get("filenames") or []
@@ -181,7 +190,7 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True,
     root = default_root(root)
     folder = root / BATCH_DIR
     if folder.exists():
-        return _read_folder(folder, f"CIFAR-10 batch files in {folder}")
+        return _read_folder(folder, f"CIFAR-10 batch files in {shown_path(folder)}")
     if synthetic_if_missing:
         data = synthetic_cifar10()
         return replace(data, source=f"{data.source}: no real CIFAR-10 in {folder}")
@@ -189,7 +198,7 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True,
         raise DataError(f"CIFAR-10 is not in {folder}. Put the standard '{BATCH_DIR}' folder under {root}, "
                         "set CIFAR10_ROOT, or call load_cifar10(download=True).")
     _download(root)
-    return _read_folder(folder, f"CIFAR-10 downloaded by torchvision into {folder}")
+    return _read_folder(folder, f"CIFAR-10 downloaded by torchvision into {shown_path(folder)}")
 
 
 def synthetic_images(labels: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -21,8 +21,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
     from tqdm.auto import tqdm
 
-from .devices import (autocast, autocast_dtype, device_name, non_blocking, precision_name, select_device,
-                      to_device)
+from .devices import (autocast, autocast_dtype, channels_last_default, device_name, non_blocking, precision_name,
+                      select_device, to_device)
 from .ema import ModelEMA
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -322,7 +322,7 @@ def _damage(path: Path, err: Exception) -> str:
 def _seed_epoch(loader: Batches, seed: int, epoch: int) -> None:
     """Make epoch `epoch` reproducible whether or not the run was resumed: shuffling, augmentation, dropout.
 
-    A `GpuLoader` draws the epoch from (seed, epoch) itself. For a DataLoader, its sampler's and its own generator
+    A `TensorLoader` draws the epoch from (seed, epoch) itself. For a DataLoader, its sampler's and its own generator
     are seeded, and its dataset's `set_seed` (an `ArrayDataset`) reseeds the augmentation, in this process and in
     (persistent) worker processes alike.
     """
@@ -401,20 +401,22 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
       loaded and training continues where it stopped, on any device and in any precision (a CPU checkpoint
       resumes in fp16 on a T4, say: one line says so). A damaged one raises `CheckpointError` with the way out.
     - Reproducibility: every epoch's randomness (shuffling, augmentation, dropout) is drawn from (`seed`, epoch),
-      so a resumed run trains on the same batches as an uninterrupted one, with a `GpuLoader` or a DataLoader
+      so a resumed run trains on the same batches as an uninterrupted one, with a `TensorLoader` or a DataLoader
       over an `ArrayDataset` (worker processes too, for the same number of workers). On the CPU it ends with the
       same history, bit for bit. On CUDA the data are the same but the arithmetic is not bit-exact: cuDNN's
       benchmark mode picks its algorithms anew in each process, and some GPU kernels sum in varying order, so
       two runs differ in the last bits, and the difference grows over the epochs like a change of seed's would.
     - Mixed precision (`amp`), decided by `autocast_dtype(device)`: bf16 on GPUs of compute capability 8.0 and
-      newer, fp16 with a GradScaler on 7.x (Colab's T4), fp32 below that, on the CPU and on mps. channels_last
-      on CUDA.
+      newer and on CPUs where it is measured faster (AMX; AVX512-BF16 on AMD: `cpu_bf16_choice`), fp16 with a
+      GradScaler on 7.x (Colab's T4), fp32 below that, on other CPUs and on mps. channels_last on CUDA and the CPU
+      (`channels_last_default`: NCHW for a model with dilated depthwise convolutions in bf16 on a CPU).
     - `compile`: run the forward passes through `torch.compile(model)` (the first epoch pays the compilation);
       `model` itself is trained in place and checkpoints keep its plain state_dict keys.
     """
     device = select_device(device)
+    amp_dtype = autocast_dtype(device, amp)
     if channels_last is None:
-        channels_last = device.type == "cuda"
+        channels_last = channels_last_default(device, model, amp_dtype)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     memory_format = torch.channels_last if channels_last else torch.preserve_format
@@ -428,7 +430,6 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
         early_stopping = EarlyStopping(patience=early_stopping)
     if (interval == "plateau" or early_stopping is not None) and val_loader is None:
         raise ValueError("ReduceLROnPlateau and early stopping need a val_loader (they must not watch the test set)")
-    amp_dtype = autocast_dtype(device, amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     history, start = History(), 0
 

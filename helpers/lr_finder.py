@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from torch_lr_finder import LRFinder
 from torch_lr_finder.lr_finder import TrainDataLoaderIter
 
-from .engine import select_device
+from .devices import autocast_dtype, channels_last_default, select_device
 
 SKIP_START, SKIP_END = 10, 5  # torch-lr-finder's defaults: the noisy start and the diverging end of the curve
 MIN_ITERATIONS = SKIP_START + SKIP_END + 2  # what a test that runs its course needs for those skips
@@ -214,25 +214,45 @@ def plot_range_test(lrs: Sequence[float], losses: Sequence[float], suggestion: S
     return fig
 
 
+class _ChannelsLastIter(TrainDataLoaderIter):
+    """torch-lr-finder's iterator over `loader`, each batch of images in channels-last memory, as `fit` feeds them."""
+
+    def inputs_labels_from_batch(self, batch_data):
+        inputs, labels = batch_data
+        return inputs.contiguous(memory_format=torch.channels_last), labels
+
+
 def find_lr(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Iterable, *,
             criterion: Callable | None = None, start_lr: float = 1e-5, end_lr: float = 10.0, num_iter: int = 100,
-            step_mode: str = "exp", diverge_th: float = 5, device: torch.device | str | None = None
-            ) -> LRRangeTest:
+            step_mode: str = "exp", diverge_th: float = 5, device: torch.device | str | None = None,
+            amp: bool = True) -> LRRangeTest:
     """Run torch-lr-finder's range test, suggest a learning rate (`suggest_lr`) and a cycle's bounds
     (`cycle_bounds`), and plot them; the model and optimizer are restored afterwards (`reset()`), whatever
     happens.
 
     A test that diverges early or a loss that never falls still gives a finite suggestion within the range; the
-    printed line and the plot title say how it was found. The test runs in fp32; batches are copied to the device
-    asynchronously only on CUDA (on mps such a copy can read released memory). `loader` may be a DataLoader or any
-    iterable of (images, labels) batches (such as the GPU-resident loader).
+    printed line and the plot title say how it was found. The test runs in the precision and memory format `fit`
+    uses on `device` (`autocast_dtype`, `channels_last_default`; `amp=False`: fp32): torch-lr-finder's
+    `amp_backend="torch"` wraps each step's forward pass in `torch.autocast(**amp_config)` and steps through a
+    GradScaler, enabled for fp16 only. Batches are copied to the device asynchronously only on CUDA (on mps such
+    a copy can read released memory). `loader` may be a DataLoader or any iterable of
+    (images, labels) batches (such as a `TensorLoader`).
     """
     if num_iter < MIN_ITERATIONS:
         raise ValueError(f"num_iter must be at least {MIN_ITERATIONS}: the suggestion skips the first {SKIP_START} "
                          f"and last {SKIP_END} points of a test that runs its course")
     device = select_device(device)
-    finder = LRFinder(model, optimizer, criterion or nn.CrossEntropyLoss(), device=device)
-    train_iter = loader if isinstance(loader, DataLoader) else TrainDataLoaderIter(loader)
+    amp_dtype = autocast_dtype(device, amp)
+    channels_last = channels_last_default(device, model, amp_dtype)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    precision = {} if amp_dtype is None else {
+        "amp_backend": "torch", "amp_config": {"device_type": device.type, "dtype": amp_dtype},
+        "grad_scaler": torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)}
+    finder = LRFinder(model, optimizer, criterion or nn.CrossEntropyLoss(), device=device, **precision)
+    if channels_last:
+        train_iter = _ChannelsLastIter(loader)
+    else:
+        train_iter = loader if isinstance(loader, DataLoader) else TrainDataLoaderIter(loader)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # its closing remark; the line printed below says more
             finder.range_test(train_iter, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,

@@ -120,8 +120,8 @@ def test_fit_with_two_param_groups_checkpoints_and_resumes(tmp_path) -> None:
     def run(checkpoint, stop_after_first=False):
         torch.manual_seed(0)
         model = small_lightnet()
-        train = h.GpuLoader(images, labels, 32, train=True, device="cpu", augment=augment)
-        test = h.GpuLoader(images[:32], labels[:32], 32, train=False, device="cpu")
+        train = h.TensorLoader(images, labels, 32, train=True, device="cpu", augment=augment)
+        test = h.TensorLoader(images[:32], labels[:32], 32, train=False, device="cpu")
         optimizer = torch.optim.SGD(weight_decay_groups(model, 5e-4), lr=0.05, momentum=0.9, nesterov=True)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.05, epochs=2,
                                                         steps_per_epoch=len(train))
