@@ -1,16 +1,20 @@
-"""`make run`: a notebook's full run on a CUDA GPU; without one, an estimate and a quick reduced run instead.
+"""`make run`: a notebook's full run on a CUDA GPU, or wherever it takes at most `FULL_RUN_HOURS`; else an
+estimate and a quick reduced run instead.
 
     python -m helpers.launch notebooks/01_resnet18_baseline.ipynb [more notebooks] [--force] [--minutes 3]
 
 On CUDA, or with `--force`, each notebook is executed in place by papermill with its full-run defaults, so its
 outputs and run record are saved (every execution through `helpers.notebook.execute`: its figures saved, its
-outputs cleaned for a reader). Without a CUDA GPU a full run takes many hours, so instead the launcher
-1. says which device it found;
-2. times a few training steps of the notebook's model there and estimates the full run's time from them;
-3. runs a QUICK run: the same notebook on real data, reduced (a few thousand images, a few epochs, sized to take
-   about `--minutes` minutes on this device), written to `runs/quick/` (never over the notebook) under a banner
-   that says what it is;
-4. says how to force the full run anyway.
+outputs cleaned for a reader). Elsewhere (a CPU) the launcher
+1. says which device and precision it found;
+2. times a few training steps of the notebook's model there, in the precision, memory format and batch size the
+   run would use, and estimates the full run's time from them;
+3. if that estimate is at most `FULL_RUN_HOURS` (3 h: what one sitting at a machine allows; notebook 04 on a
+   2-core AVX512-BF16 EPYC, 1.5 h, is under it), starts the full run in place, saying so first with the
+   estimate and how a re-run resumes from the per-epoch checkpoint;
+4. else runs a QUICK run: the same notebook on real data, reduced (a few thousand images, a few epochs, sized to
+   take about `--minutes` minutes on this device), written to `runs/quick/` (never over the notebook) under a
+   banner that says what it is, and says how to force the full run anyway.
 """
 from __future__ import annotations
 
@@ -26,9 +30,10 @@ import nbformat
 import torch
 from torch import nn
 
-from .data import FULL_TEST, FULL_TRAIN, PROJECT_ROOT
-from .devices import (autocast, autocast_dtype, device_name, precision_name, select_device, synchronize,
-                      to_device)
+from .data import FULL_TEST, FULL_TRAIN, PROJECT_ROOT, shown_path
+from .devices import (autocast, autocast_dtype, channels_last_default, describe_precision, device_name,
+                      select_device, synchronize, to_device)
+from .loaders import CPU_EVAL_BATCH
 from .models import FACTORIES
 from .notebook import execute
 
@@ -44,6 +49,8 @@ NOTEBOOK_OVERHEAD_SECONDS = 15.0
 # Forward passes over the test set after training: fit's final measurement of the returned model (plain and
 # mirrored images in one pass over the loader: 2) and of its EMA (2 more), and the notebook's evaluation cell (1).
 FINAL_PASSES, FINAL_PASSES_EMA = 3, 5
+FULL_RUN_HOURS = 3.0  # a full run estimated at most this long starts by itself off CUDA too
+TIMING_BATCH = 128  # largest batch timed for the estimate (a CPU takes seconds per step at 512)
 
 
 @dataclass(frozen=True)
@@ -110,14 +117,19 @@ def full_run_size(params: dict) -> RunSize:
 
 
 def time_model(model: nn.Module, device: torch.device, batch_size: int = 32, steps: int = 2) -> Timing:
-    """Seconds per image of SGD training steps and of evaluation forward passes of `model` on `device`, timed
-    after one warm-up step on random images, in the precision and memory format `fit` would use there."""
-    channels_last = device.type == "cuda"
+    """Seconds per image of SGD training steps (at `batch_size`) and of evaluation forward passes (at the
+    evaluation loader's batch size: at most `CPU_EVAL_BATCH` on a CPU) of `model` on `device`, timed after one
+    warm-up step on random images, in the precision and memory format `fit` would use there."""
+    amp_dtype = autocast_dtype(device)
+    channels_last = channels_last_default(device, model, amp_dtype)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    amp_dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    x, y = to_device(torch.randn(batch_size, 3, 32, 32), torch.randint(0, 10, (batch_size,)), device, channels_last)
+
+    def images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return to_device(torch.randn(n, 3, 32, 32), torch.randint(0, 10, (n,)), device, channels_last)
+
+    x, y = images(batch_size)
     model.train()
     for step in range(steps + 1):
         if step == 1:
@@ -131,12 +143,15 @@ def time_model(model: nn.Module, device: torch.device, batch_size: int = 32, ste
         scaler.update()
     synchronize(device)
     train = (time.perf_counter() - began) / (steps * batch_size)
+    x, _ = images(CPU_EVAL_BATCH if device.type == "cpu" else batch_size)
     model.eval()
     with torch.no_grad(), autocast(device, amp_dtype):
+        model(x)  # warm-up: the first call at a new batch size picks its kernels
+        synchronize(device)
         began = time.perf_counter()
         model(x)
         synchronize(device)
-    return Timing(train, (time.perf_counter() - began) / batch_size)
+    return Timing(train, (time.perf_counter() - began) / len(x))
 
 
 def quick_run(params: dict, timing: Timing, device: torch.device, minutes: float) -> tuple[dict, RunSize]:
@@ -178,39 +193,52 @@ def format_duration(seconds: float) -> str:
 def quick_banner(path: Path, quick: dict, size: RunSize, device: torch.device, full_estimate: str) -> str:
     """The markdown cell on top of a quick run's notebook: what it is, what it is not, how to run the full one."""
     settings = ", ".join(f"`{k} = {v!r}`" for k, v in quick.items())
-    return (f"> **QUICK {device.type.upper()} RUN: not the full result.** No CUDA GPU was found, so `make run` ran "
-            f"this notebook reduced: {size.train_images:,} training images for {size.epochs} epochs on "
+    return (f"> **QUICK {device.type.upper()} RUN: not the full result.** No CUDA GPU was found and the full run "
+            f"would take more than {FULL_RUN_HOURS:g} h here, so `make run` ran this notebook reduced: "
+            f"{size.train_images:,} training images for {size.epochs} epochs on "
             f"{device_name(device)} ({settings}). Its accuracies come from a few minutes of training and say "
             f"little about what the recipe reaches; the goal verdict at the end is for the full run and does not "
             f"apply here.\n>\n"
             f"> The full run would take {full_estimate} on this device. On a CUDA GPU (or Colab) `make run "
-            f"NB={path}` runs it; `make run NB={path} FORCE=1` runs it here anyway.")
+            f"NB={shown_path(path)}` runs it; `make run NB={shown_path(path)} FORCE=1` runs it here anyway.")
 
 
 def launch(path: Path, device: torch.device, force: bool, minutes: float) -> Path:
-    """Run one notebook (full on CUDA or when forced, else quick); returns the executed notebook's path."""
+    """Run one notebook (full on CUDA, when forced, or when estimated at most `FULL_RUN_HOURS`; else quick);
+    returns the executed notebook's path."""
     path = Path(path)
     cwd = str(path.resolve().parent)
     if device.type == "cuda" or force:
-        print(f"Full run of {path} on {device} ({device_name(device)}), executed in place.", flush=True)
+        print(f"Full run of {shown_path(path)} on {device} ({device_name(device)}), executed in place.", flush=True)
         execute(str(path), str(path), cwd=cwd)
         return path
     notebook = nbformat.read(path, as_version=4)
     params = full_run_parameters(notebook)
     model = notebook_model(notebook)
-    timing = time_model(FACTORIES[model](), device)
+    timing = time_model(FACTORIES[model](), device, batch_size=min(params.get("BATCH_SIZE", 32), TIMING_BATCH))
     full = full_run_size(params)
-    full_estimate = f"about {format_duration(full.seconds(timing))}"
-    quick, size = quick_run(params, timing, device, minutes)
-    output = PROJECT_ROOT / QUICK_DIR / path.name
+    full_seconds = full.seconds(timing)
+    full_estimate = f"about {format_duration(full_seconds)}"
     print(f"{path.name}: the full run ({full.epochs} epochs of {full.train_images:,} training images, "
           f"{full.eval_images:,} evaluated per epoch) would take {full_estimate} here ({model}: "
           f"{timing.train * 1e3:.1f} ms per training image, {timing.eval * 1e3:.1f} ms per evaluated one, timed "
           f"over a few steps; the EMA's evaluations and the final test passes counted"
-          f"{', early stopping may end it sooner' if any('PATIENCE' in k for k in params) else ''}).\n"
-          f"Not starting it. Quick run instead: {size.train_images:,} training images x {size.epochs} epochs, "
-          f"about {format_duration(size.seconds(timing))} -> {output.relative_to(PROJECT_ROOT)}\n"
-          f"Full run anyway: make run NB={path} FORCE=1", flush=True)
+          f"{', early stopping may end it sooner' if any('PATIENCE' in k for k in params) else ''}).", flush=True)
+    if full_seconds <= FULL_RUN_HOURS * 3600:
+        checkpoint = params.get("CHECKPOINT")
+        resume = (f"A checkpoint is written after every epoch ({shown_path(checkpoint)}): if this run is stopped, "
+                  f"the same command resumes it from the last finished epoch." if checkpoint else
+                  "This notebook writes no checkpoint: a stopped run starts over.")
+        print(f"That is at most {FULL_RUN_HOURS:g} h, so the full run starts now, executed in place "
+              f"({shown_path(path)}). "
+              f"{resume}", flush=True)
+        execute(str(path), str(path), cwd=cwd)
+        return path
+    quick, size = quick_run(params, timing, device, minutes)
+    output = PROJECT_ROOT / QUICK_DIR / path.name
+    print(f"More than {FULL_RUN_HOURS:g} h: not starting it. Quick run instead: {size.train_images:,} training "
+          f"images x {size.epochs} epochs, about {format_duration(size.seconds(timing))} -> "
+          f"{output.relative_to(PROJECT_ROOT)}\nFull run anyway: make run NB={shown_path(path)} FORCE=1", flush=True)
     banner = nbformat.v4.new_markdown_cell(quick_banner(path, quick, size, device, full_estimate))
     banner.id = "quick-run-banner"
     notebook.cells.insert(0, banner)
@@ -222,18 +250,18 @@ def launch(path: Path, device: torch.device, force: bool, minutes: float) -> Pat
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.launch", description=__doc__.split("\n\n")[0])
     parser.add_argument("notebooks", nargs="+", type=Path)
-    parser.add_argument("--force", action="store_true", help="the full run even without a CUDA GPU")
+    parser.add_argument("--force", action="store_true", help="the full run whatever its estimate")
     parser.add_argument("--minutes", type=float, default=3.0, help="size of a quick run (default: 3)")
     parser.add_argument("--device", default=None, help="default: cuda > mps > cpu")
     args = parser.parse_args(argv)
     device = select_device(args.device)
     found = device_name(device) if device.type == "cpu" else f"{device} ({device_name(device)})"
-    print(f"Device: {found}, precision {precision_name(autocast_dtype(device))}"
-          + ("" if device.type == "cuda" else ": no CUDA GPU, so no full run unless forced."),
-          flush=True)
+    print(f"Device: {found}, precision {describe_precision(device)}"
+          + ("" if device.type == "cuda" else f": no CUDA GPU, so a full run starts only where it is estimated at "
+                                              f"most {FULL_RUN_HOURS:g} h (or is forced)."), flush=True)
     for path in args.notebooks:
         output = launch(path, device, args.force, args.minutes)
-        print(f"Done: {output}", flush=True)
+        print(f"Done: {shown_path(output)}", flush=True)
     return 0
 
 

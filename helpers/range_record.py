@@ -56,6 +56,9 @@ def record_seeds(path: Path, seeds: list[int], overrides: dict[str, object], out
     import matplotlib.pyplot as plt
     import torch
 
+    from .devices import describe_precision
+    from .loaders import resolve_backend
+
     record = {"notebook": path.name, "overrides": overrides, "python": platform.python_version(),
               "torch": torch.__version__, "note": "LR range tests only: nothing was trained, no accuracy is claimed",
               "runs": []}
@@ -63,7 +66,9 @@ def record_seeds(path: Path, seeds: list[int], overrides: dict[str, object], out
         started = time.perf_counter()
         namespace = run_range_test(path, {**overrides, "SEED": seed})
         test = namespace["lr_test"]
-        record.update(data=namespace["data"].source, device=str(namespace["device"]))
+        record.update(data=namespace["data"].source, device=str(namespace["device"]),
+                      precision=describe_precision(namespace["device"]),
+                      pipeline=resolve_backend(namespace["LOADER"]) if "LOADER" in namespace else None)
         record["runs"].append({"seed": seed, "seconds": round(time.perf_counter() - started, 1),
                                "steepest_descent_lr": test.suggested_lr, "lrs": test.lrs, "losses": test.losses})
         plt.close("all")

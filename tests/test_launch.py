@@ -90,7 +90,7 @@ def executed(monkeypatch, tmp_path):
                         lambda notebook, output, parameters=None, cwd=None, **kwargs: calls.append(
                             (notebook, output, parameters, cwd)))
     monkeypatch.setattr(launch, "PROJECT_ROOT", tmp_path)
-    monkeypatch.setattr(launch, "time_model", lambda model, device: CPU_TIMING)
+    monkeypatch.setattr(launch, "time_model", lambda model, device, **kwargs: CPU_TIMING)
     return calls
 
 
@@ -100,7 +100,7 @@ def test_without_cuda_make_run_estimates_and_runs_a_labelled_quick_run(executed,
     out = capsys.readouterr().out
     assert "Device: cpu" in out and "no CUDA GPU" in out
     assert "would take about" in out and " h " in out, "the full run's estimate, in hours on a CPU"
-    assert f"make run NB={nb} FORCE=1" in out
+    assert f"make run NB={nb.relative_to(h.PROJECT_ROOT)} FORCE=1" in out, "the project-relative path"
     [(notebook, output, parameters, cwd)] = executed
     assert Path(output) == tmp_path / "runs" / "quick" / nb.name and Path(cwd) == nb.parent
     assert parameters["EPOCHS"] == 3 and parameters["TRAIN_SUBSET"] < 10_000
@@ -115,6 +115,7 @@ def test_forced_or_on_cuda_make_run_runs_the_full_notebook_in_place(executed, mo
     launch.main([str(nb), "--device", "cpu", "--force"])
     monkeypatch.setattr(launch, "select_device", lambda preferred=None: torch.device("cuda"))
     monkeypatch.setattr(launch, "device_name", lambda device: "a CUDA GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a CUDA GPU")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     launch.main([str(nb)])
     assert [(str(a), str(b), p) for a, b, p, _ in executed] == [(str(nb), str(nb), None)] * 2
