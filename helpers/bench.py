@@ -230,6 +230,12 @@ class ModelPath:
 MODEL_PATHS = (ModelPath("resnet9", 512, "04"), ModelPath("resnet18", 128, "01, 03"),
                ModelPath("resnet_kaggle", 128, "05"), ModelPath("lightnet", 128, "02"))
 EVAL_BATCHES = (25, 50, 100, 250, 500)
+GPU_EVAL_BATCH = 1024  # the paths' evaluation batch off the CPU (where `CPU_EVAL_BATCH` holds)
+
+
+def paths_eval_batch(device: torch.device) -> int:
+    """The evaluation batch both paths are measured at on `device`."""
+    return CPU_EVAL_BATCH if device.type == "cpu" else GPU_EVAL_BATCH
 
 
 @dataclass
@@ -259,7 +265,7 @@ def measure_paths(path: ModelPath, images: np.ndarray, labels: np.ndarray, devic
                                  amp_dtype=None, channels_last=False)
     new_train = train_throughput(make_model, new_loader, path.batch_size, device, steps, repeats, 1,
                                  amp_dtype=amp_dtype, channels_last=channels_last)
-    eval_batch = CPU_EVAL_BATCH if device.type == "cpu" else 1024
+    eval_batch = paths_eval_batch(device)
     old_eval = eval_throughput(make_model, make_eval_loader(images, labels, eval_batch, device, backend="dataloader"),
                                device, eval_images, repeats, amp_dtype=None, channels_last=False)
     by_batch = {batch: eval_throughput(make_model, TensorLoader(images, labels, batch, train=False, device=device),
@@ -569,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         f"- each model at its notebook's batch size, synthetic steps on {len(data.train_labels):,} images with crop "
         f"and flip; training: median of {args.repeats} chunks of {args.path_steps} steps after 1 warm-up step; "
         f"evaluation: median of {args.repeats} chunks of {args.eval_images} images, batches of "
-        f"{CPU_EVAL_BATCH if device.type == 'cpu' else 1024} (`CPU_EVAL_BATCH` on a CPU)",
+        f"{paths_eval_batch(device)} (`CPU_EVAL_BATCH` on a CPU)",
         f"- new path: {describe_precision(device)}, TensorLoader, channels-last except where "
         "`channels_last_default` says NCHW (a dilated depthwise convolution in bf16 on a CPU)", "",
         paths_table(path_rows), "",

@@ -30,16 +30,21 @@ def select_device(preferred: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+@lru_cache(maxsize=None)
+def cpuinfo_field(key: str) -> str:
+    """The first value of `key` in /proc/cpuinfo ('model name', 'vendor_id', 'flags'), '' where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == key), "")
+    except OSError:
+        return ""
+
+
 @lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU's model name, e.g. 'AMD EPYC' or 'Intel(R) Xeon(R) Platinum 8488C' ('unknown CPU' if not found)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    if cpuinfo_field("model name"):
+        return cpuinfo_field("model name")
     if platform.system() == "Darwin":
         try:
             return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
@@ -55,11 +60,7 @@ MATRIX_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_
 
 def cpu_flags() -> str:
     """This CPU's flags among `MATRIX_FLAGS`, e.g. 'avx2 fma avx512f avx512_vnni avx512_bf16' ('' off Linux)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return ""
+    flags = set(cpuinfo_field("flags").split())
     return " ".join(flag for flag in MATRIX_FLAGS if flag in flags)
 
 
@@ -73,14 +74,9 @@ def device_name(device: torch.device | str) -> str:
     return device.type
 
 
-@lru_cache(maxsize=1)
 def cpu_vendor() -> str:
     """The CPU's vendor as CPUID names it: 'AuthenticAMD', 'GenuineIntel', ... ('' where /proc/cpuinfo is absent)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), "")
-    except OSError:
-        return ""
+    return cpuinfo_field("vendor_id")
 
 
 def cpu_bf16_engine() -> str | None:
@@ -236,5 +232,5 @@ def synchronize(device: torch.device | str) -> None:
 
 
 __all__ = ["autocast", "autocast_dtype", "channels_last_default", "cpu_bf16_choice", "cpu_bf16_engine", "cpu_flags",
-           "cpu_model", "cpu_vendor", "describe_precision", "device_name", "fp32_forced", "has_dilated_grouped_conv",
-           "non_blocking", "precision_name", "select_device", "synchronize", "to_device"]
+           "cpu_model", "cpu_vendor", "cpuinfo_field", "describe_precision", "device_name", "fp32_forced",
+           "has_dilated_grouped_conv", "non_blocking", "precision_name", "select_device", "synchronize", "to_device"]
