@@ -9,7 +9,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before anything import
 from . import devices, models, transforms  # noqa: E402
 from .augmentation import Augmentation  # noqa: E402
 from .data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, PROJECT_ROOT, Cifar10, DataError,  # noqa: E402
-                   Split, load_cifar10, read_batch, synthetic_cifar10, train_val_split,
+                   Split, load_cifar10, read_batch, shown_path, synthetic_cifar10, train_val_split,
                    write_synthetic_cifar10)
 from .devices import autocast_dtype, describe_precision, device_name, select_device  # noqa: E402
 from .ema import ModelEMA  # noqa: E402
@@ -30,7 +30,7 @@ from .summary import model_summary  # noqa: E402
 
 __all__ = [
     "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "PROJECT_ROOT", "Cifar10", "DataError", "Split",
-    "load_cifar10", "read_batch", "synthetic_cifar10", "train_val_split", "write_synthetic_cifar10",
+    "load_cifar10", "read_batch", "shown_path", "synthetic_cifar10", "train_val_split", "write_synthetic_cifar10",
     "CheckpointError", "EarlyStopping", "History", "TrainingDiverged", "autocast_dtype", "describe_precision",
     "device_name", "evaluate", "fit",
     "load_checkpoint", "predict", "save_checkpoint", "seed_everything", "select_device", "ModelEMA",

@@ -12,7 +12,7 @@ import torch
 from .data import PROJECT_ROOT, Cifar10, load_cifar10, synthetic_cifar10
 from .devices import describe_precision, device_name, select_device
 from .engine import History
-from .goals import Goal
+from .goals import Goal, data_reference
 
 
 def smoke_mode() -> bool:
@@ -65,10 +65,12 @@ def describe_run(data: Cifar10, device: torch.device | str) -> str:
     return text
 
 
-def report_goal(history: History, goal: Goal, parameters: int | None = None) -> str:
+def report_goal(history: History, goal: Goal, parameters: int | None = None, data_source: str = "") -> str:
     """Say whether the run met `goal`, judged on the single raw model `fit` returned; also printed.
 
-    The EMA and flip-TTA accuracies of the same run are shown beside the verdict, never instead of it.
+    On a copy of CIFAR-10 (`data_source`, the data's `source`) the goal is judged beside airbench94 on the same
+    copy (`helpers.goals.DataReference`). The EMA and flip-TTA accuracies of the same run are shown beside the
+    verdict, never instead of it.
     """
     final = history.final_model
     accuracy = final.get("test_acc", history.final("test_acc"))
@@ -76,8 +78,9 @@ def report_goal(history: History, goal: Goal, parameters: int | None = None) -> 
         text = f"Goal {goal}: no test accuracy was measured."
         print(text)
         return text
-    missed = goal.shortfalls(accuracy, len(history), parameters)
-    verdict = "MET" if not missed else f"NOT met ({'; '.join(missed)})"
+    reference = data_reference(data_source)
+    missed = goal.shortfalls(accuracy, len(history), parameters, reference)
+    verdict = ("MET" if not missed else f"NOT met ({'; '.join(missed)})") + (" on this data" if reference else "")
     epoch = final.get("epoch", len(history))
     lines = [f"Goal {goal}: {verdict}. Raw model: {accuracy:.2%} test accuracy after {len(history)} epochs"
              + (f" (weights of epoch {epoch})" if epoch != len(history) else "")
@@ -89,6 +92,8 @@ def report_goal(history: History, goal: Goal, parameters: int | None = None) -> 
     if "test_acc_ema" in final:
         beside.append(f"EMA weights {final['test_acc_ema']:.2%}"
                       + (f" (flip TTA {final['test_acc_ema_tta']:.2%})" if "test_acc_ema_tta" in final else ""))
+    if reference:
+        lines.append(reference.explain(goal))
     if beside:
         lines.append("Beside it, not used for the goal: " + "; ".join(beside) + ".")
     text = "\n".join(lines)

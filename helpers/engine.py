@@ -21,6 +21,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
     from tqdm.auto import tqdm
 
+from .data import shown_path
 from .devices import (autocast, autocast_dtype, channels_last_default, device_name, non_blocking, precision_name,
                       select_device, to_device)
 from .ema import ModelEMA
@@ -366,7 +367,7 @@ def _resume(path: Path, epochs: int, device: torch.device, amp_dtype: torch.dtyp
         early_stopping.load_state_dict(state["early_stopping"])
     if ema is not None:
         ema.load_state_dict(state["ema"])
-    print(f"Resumed from {path} after epoch {state['epoch']} of {epochs}.")
+    print(f"Resumed from {shown_path(path)} after epoch {state['epoch']} of {epochs}.")
     # Checkpoints written before the precision was recorded: fp16 exactly when the scaler state is not empty.
     precision = state.get("precision") or ("fp16 + GradScaler" if state["scaler"] else "fp32")
     written_on = state.get("device")

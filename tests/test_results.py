@@ -117,6 +117,7 @@ def test_notebooks_state_and_judge_their_goal_from_the_one_table_of_goals(path):
     if goal.max_epochs is not None:
         assert f"{goal.max_epochs}\nepochs**" in intro or f"{goal.max_epochs} epochs**" in intro
     code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    assert f'h.report_goal(history, h.GOALS["{path.stem}"], parameters=n_parameters)' in code
+    assert (f'h.report_goal(history, h.GOALS["{path.stem}"], parameters=n_parameters,\n'
+            '                           data_source=data.source)') in code
     assert f'h.save_run_record("{path.stem}", model, history' in code.replace("\n    ", " ")
     assert "seed=SEED, smoke=SMOKE" in code
