@@ -67,7 +67,8 @@ def _maybe_percent(records: list[dict], key: str) -> str:
 
 
 def _data_label(source: str) -> str:
-    return "re-encoded JPEG copy" if "JPEG" in source else "original CIFAR-10"
+    reference = data_reference(source)
+    return reference.label if reference else "original CIFAR-10"
 
 
 def _short_commit(commit: str | None) -> str:
