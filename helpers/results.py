@@ -94,7 +94,7 @@ def table_row(number: int, assignment: Assignment, records: list[dict]) -> list[
     missed = assignment.goal.shortfalls(statistics.mean(raw), epochs, max(r["parameters"] for r in records),
                                         reference)
     verdict = ("met" if not missed else "not met: " + "; ".join(missed)) + (
-        f" (goal {assignment.goal.accuracy - reference.offset:.2%} on this data)".replace("%", " %") if reference
+        f" (goal {percent(assignment.goal.accuracy - reference.offset)} on this data)" if reference
         else "")
     seeds = f" ({len(records)} seeds)" if len(records) > 1 else ""
     tta = f"{_maybe_percent(records, 'test_acc_tta')} / {_maybe_percent(records, 'test_acc_ema_tta')}"
