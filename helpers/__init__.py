@@ -13,8 +13,8 @@ from .data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, PROJECT_ROOT, Cif
                    write_synthetic_cifar10)
 from .devices import autocast_dtype, describe_precision, device_name, select_device  # noqa: E402
 from .ema import ModelEMA  # noqa: E402
-from .engine import (CheckpointError, EarlyStopping, History, TrainingDiverged, evaluate, fit,  # noqa: E402
-                     load_checkpoint, predict, save_checkpoint, seed_everything)
+from .engine import (BudgetReached, CheckpointError, EarlyStopping, History, TrainingDiverged,  # noqa: E402
+                     describe_training, evaluate, fit, load_checkpoint, predict, save_checkpoint, seed_everything)
 from .goals import ASSIGNMENTS, GOALS, Goal  # noqa: E402
 from .tensor_loader import TensorLoader  # noqa: E402
 from .loaders import ArrayDataset, make_eval_loader, make_loader, make_train_loader  # noqa: E402
@@ -27,12 +27,13 @@ from .records import save_run_record  # noqa: E402
 from .release import ReleaseError, load_pretrained, pretrained_run, release_model  # noqa: E402
 from .schedules import linear_one_cycle, plot_lr_schedule, warmup_cosine  # noqa: E402
 from .summary import model_summary  # noqa: E402
+from .training_run import TrainingRun  # noqa: E402
 
 __all__ = [
     "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "PROJECT_ROOT", "Cifar10", "DataError", "Split",
     "load_cifar10", "read_batch", "shown_path", "synthetic_cifar10", "train_val_split", "write_synthetic_cifar10",
-    "CheckpointError", "EarlyStopping", "History", "TrainingDiverged", "autocast_dtype", "describe_precision",
-    "device_name", "evaluate", "fit",
+    "BudgetReached", "CheckpointError", "EarlyStopping", "History", "TrainingDiverged", "TrainingRun",
+    "autocast_dtype", "describe_precision", "describe_training", "device_name", "evaluate", "fit",
     "load_checkpoint", "predict", "save_checkpoint", "seed_everything", "select_device", "ModelEMA",
     "ASSIGNMENTS", "GOALS", "Goal",
     "ArrayDataset", "make_loader", "count_parameters", "describe_run", "load_data", "report_goal", "smoke_mode",

@@ -25,19 +25,27 @@ DRIVE_FOLDER = "cifar10-notebooks"
 STORAGE_VARIABLES = {"checkpoints": "CHECKPOINT_DIR", "results": "RESULTS_DIR"}
 
 
+def local_cache() -> Path:
+    """This machine's cache folder for the project: $XDG_CACHE_HOME/cifar10-notebooks (~/.cache/... by default),
+    outside any clone, so that every clone of the project on the machine finds the same checkpoints."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / DRIVE_FOLDER
+
+
 def storage_dir(kind: Literal["checkpoints", "results"]) -> Path:
     """Where the notebooks keep their checkpoints or run records.
 
     In order: the folder named by $CHECKPOINT_DIR or $RESULTS_DIR; with Google Drive mounted at Colab's usual
     place, MyDrive/cifar10-notebooks/<kind>, which outlives the Colab runtime, so that running a notebook again
-    after a disconnect resumes from its checkpoint; else <project>/<kind>.
+    after a disconnect resumes from its checkpoint; else, for checkpoints, this machine's cache (`local_cache`):
+    a run started from one clone resumes from another; for run records, <project>/results, where the README's
+    table is built from.
     """
     variable = os.environ.get(STORAGE_VARIABLES[kind])
     if variable:
         return Path(variable).expanduser().resolve()
     if DRIVE.is_dir():
         return DRIVE / DRIVE_FOLDER / kind
-    return PROJECT_ROOT / kind
+    return local_cache() / kind if kind == "checkpoints" else PROJECT_ROOT / kind
 
 
 def load_data(root: str | None = None, smoke: bool = False, n_train: int | None = None,

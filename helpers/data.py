@@ -150,13 +150,14 @@ def _read_folder(folder: Path, source: str) -> Cifar10:
                    test_images, test_labels, _read_classes(folder), source + _jpeg_note(test_batch))
 
 
-def shown_path(path: Path) -> str:
-    """`path` as a source line shows it: relative to the project when inside it (a run record or a stored output
-    names no absolute path of the machine that made it), else as it is."""
-    try:
-        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
-        return str(path)
+def shown_path(path: str | os.PathLike) -> str:
+    """`path` as a source line shows it: relative to the project when inside it, else to the home folder as
+    `~/...` (a run record or a stored output names no absolute path of the machine that made it), else as it is."""
+    resolved = Path(path).expanduser().resolve()
+    for root, prefix in ((PROJECT_ROOT, ""), (Path.home().resolve(), "~/")):
+        if resolved.is_relative_to(root):
+            return prefix + str(resolved.relative_to(root))
+    return str(path)
 
 
 def _jpeg_note(batch: dict) -> str:

@@ -8,7 +8,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Literal
+from typing import TYPE_CHECKING, Callable, Iterable, Literal
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from .devices import (autocast, autocast_dtype, channels_last_default, device_na
                       select_device, to_device)
 from .ema import ModelEMA
 
+if TYPE_CHECKING:
+    from .training_run import TrainingRun
+
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 METRICS = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
            "val_loss_ema", "val_acc_ema", "test_loss_ema", "test_acc_ema", "seconds")
@@ -33,6 +36,20 @@ METRICS = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class OneLineError(Exception):
+    """An error Jupyter shows as its message alone, one line, without a traceback (IPython's
+    `_render_traceback_`): what went wrong and the way out, for a reader of the notebook."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+class BudgetReached(OneLineError):
+    """Training stopped at an epoch boundary because the next epoch would not fit the run's time budget; the
+    checkpoint holds every epoch so far, and running the notebook again resumes it. A notebook stops here: nothing
+    after it (run record, released weights) is written for a run that has not finished."""
 
 
 def seed_everything(seed: int) -> None:
@@ -52,11 +69,15 @@ class History:
 
     `final_model` holds what `fit` measured on the model it returned, at the end: the epoch its weights come from,
     test accuracy, and with flip TTA and EMA where they were on (`test_acc_tta`, `test_acc_ema`,
-    `test_acc_ema_tta`).
+    `test_acc_ema_tta`). `sittings` says how the epochs were trained: one entry per call of `fit` that trained
+    some (a run resumed from its checkpoint has several), with its `first_epoch`, `last_epoch`, `device`,
+    `precision`, `started` (local time, ISO 8601), `seconds` (the sum of its epochs' times) and `test_seconds`
+    (its last epoch's evaluation of the test set).
     """
 
     records: list[dict] = field(default_factory=list)
     final_model: dict = field(default_factory=dict)
+    sittings: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:  # records of an older checkpoint get the columns added since, as None
         self.records = [self._columns(record) for record in self.records]
@@ -274,7 +295,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     os.replace(tmp, path)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(OneLineError, ValueError):
     """A checkpoint that cannot be used: the message names the file, what is wrong with it and the way out."""
 
 
@@ -343,12 +364,15 @@ def _seed_epoch(loader: Batches, seed: int, epoch: int) -> None:
 
 def _resume(path: Path, epochs: int, device: torch.device, amp_dtype: torch.dtype | None, *, model: nn.Module,
             optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
-            early_stopping: EarlyStopping | None, ema: ModelEMA | None) -> History:
+            early_stopping: EarlyStopping | None, ema: ModelEMA | None, run: TrainingRun | None) -> History:
     """Load the checkpoint at `path` into the training state; on any device and in any precision (one line says
-    when these changed). Returns the history so far."""
+    when these changed). With a `run`, the checkpoint must be that run's (`TrainingRun.check`). Returns the history
+    so far, its sittings included."""
     state = load_checkpoint(path, map_location=device)
     if "epochs" not in state or "model" not in state:
-        raise CheckpointError(f"{path} is not a training checkpoint written by fit: {RESUME_REMEDY}")
+        raise CheckpointError(f"{shown_path(path)} is not a training checkpoint written by fit: {RESUME_REMEDY}")
+    if run is not None:
+        run.check(state)
     if state["epochs"] != epochs:
         raise CheckpointError(f"{path} belongs to a {state['epochs']}-epoch run, not {epochs}: {RESUME_REMEDY}")
     if ema is not None and state.get("ema") is None:
@@ -375,7 +399,40 @@ def _resume(path: Path, epochs: int, device: torch.device, amp_dtype: torch.dtyp
         fresh = "; the GradScaler starts from a fresh loss scale" if scaler.is_enabled() and not state["scaler"] else ""
         print(f"The checkpoint was written in {precision}{f' on {written_on}' if written_on else ''}; "
               f"training goes on in {precision_name(amp_dtype)} on {device.type}{fresh}.")
-    return History(list(state["history"]))
+    # Checkpoints written before sittings were recorded: their epochs as one sitting, on the device they name.
+    sittings = state["sittings"] if "sittings" in state else [
+        _sitting(1, state["epoch"], state.get("device") or "unknown", precision, "",
+                 [r.get("seconds") or 0.0 for r in state["history"]])]
+    return History(list(state["history"]), sittings=list(sittings))
+
+
+def _sitting(first_epoch: int, last_epoch: int, device: str, precision: str, started: str, seconds: list[float],
+             test_seconds: float | None = None) -> dict:
+    """One entry of `History.sittings`."""
+    return {"first_epoch": first_epoch, "last_epoch": last_epoch, "device": device, "precision": precision,
+            "started": started, "seconds": round(sum(seconds), 1), "test_seconds": test_seconds}
+
+
+# What follows the last epoch, in passes over the test set at the speed an epoch's test evaluation measured: fit's
+# final measurement of each model (its images plain and mirrored: two passes) and a notebook's evaluation and
+# release check after it (about two more). A time budget keeps this much for the sitting that ends the run.
+FINISH_TEST_PASSES = 4
+
+
+def _fits_budget(run: TrainingRun | None, history: History, device_label: str, last_epoch: bool
+                 ) -> tuple[bool, float | None]:
+    """Whether one more epoch fits `run`'s time budget, and the epoch time it was judged by: the slowest epoch of
+    the latest sitting (this one once it has trained an epoch) when it ran on this device; unknown (None, and
+    allowed) before any. Before the run's last epoch, the work after it (`FINISH_TEST_PASSES`) must fit too."""
+    if run is None or run.max_hours is None:
+        return True, None
+    last = history.sittings[-1] if history.sittings else None
+    measured = history["seconds"][last["first_epoch"] - 1:last["last_epoch"]] if last else []
+    if not measured or last["device"] != device_label:
+        return run.allows(0.0), None
+    epoch_seconds = max(measured)
+    finish = FINISH_TEST_PASSES * last["test_seconds"] if last_epoch and last["test_seconds"] else 0.0
+    return run.allows(epoch_seconds + finish), epoch_seconds
 
 
 def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimizer, epochs: int, *,
@@ -385,7 +442,8 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
         checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
         device: torch.device | str | None = None, amp: bool = True, channels_last: bool | None = None,
         ema: ModelEMA | None = None, flip_tta: bool = True, seed: int = 0, progress: bool = True,
-        compile: bool = False, on_epoch_end: Callable[[int, History], None] | None = None) -> History:
+        compile: bool = False, on_epoch_end: Callable[[int, History], None] | None = None,
+        run: TrainingRun | None = None) -> History:
     """Train `model` for `epochs` epochs and return its `History`.
 
     - `scheduler`: stepped per batch (OneCycleLR, CyclicLR), per epoch on a validation metric (ReduceLROnPlateau:
@@ -413,7 +471,16 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
       (`channels_last_default`: NCHW for a model with dilated depthwise convolutions in bf16 on a CPU).
     - `compile`: run the forward passes through `torch.compile(model)` (the first epoch pays the compilation);
       `model` itself is trained in place and checkpoints keep its plain state_dict keys.
+    - `run`: a notebook's `TrainingRun`, for a run trained in several sittings. It gives the checkpoint (instead
+      of `checkpoint_path`), which must be its own to be resumed (same notebook and parameters) and keeps what it
+      stores (its range test); with a time budget (`max_hours`), training stops at the last epoch boundary that
+      fits it, judged from the measured epoch times, and raises `BudgetReached` with the checkpoint written.
+      Every call of `fit` that trains an epoch is a sitting (`History.sittings`), with or without a run.
     """
+    if run is not None:
+        if checkpoint_path is not None:
+            raise ValueError("give the checkpoint either as checkpoint_path or through the run, not both")
+        checkpoint_path = run.checkpoint
     device = select_device(device)
     amp_dtype = autocast_dtype(device, amp)
     if channels_last is None:
@@ -436,13 +503,31 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
 
     if checkpoint_path is not None and resume and Path(checkpoint_path).exists():
         history = _resume(Path(checkpoint_path), epochs, device, amp_dtype, model=model, optimizer=optimizer,
-                          scheduler=scheduler, scaler=scaler, early_stopping=early_stopping, ema=ema)
+                          scheduler=scheduler, scaler=scaler, early_stopping=early_stopping, ema=ema, run=run)
         start = len(history)
+    device_label, began_sitting = device_name(device), time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    sittings_before, test_seconds = list(history.sittings), None
+
+    def write_checkpoint(epoch: int) -> None:
+        save_checkpoint(checkpoint_path, {
+            "epoch": epoch, "epochs": epochs, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict(), "precision": precision_name(amp_dtype), "device": device.type,
+            "history": history.records, "sittings": history.sittings,
+            "early_stopping": early_stopping.state_dict() if early_stopping is not None else None,
+            "ema": ema.state_dict() if ema is not None else None,
+            "run": run.entry() if run is not None else None})
 
     stop = False
     # updated by hand, not iterated: a loop left by `break` would not count its last epoch (2/30 would show 1/30)
     epoch_bar = tqdm(desc="training", unit="epoch", disable=not progress, initial=start, total=epochs)
     for epoch in range(start + 1, epochs + 1):
+        fits, epoch_seconds = _fits_budget(run, history, device_label, last_epoch=epoch == epochs)
+        if not fits:
+            epoch_bar.close()
+            if checkpoint_path is not None and not Path(checkpoint_path).exists():
+                write_checkpoint(start)  # nothing trained yet: the run's state before epoch 1 (its range test)
+            raise BudgetReached(run.stopped_message(epoch - 1, epochs, epoch_seconds, trained=epoch - 1 - start))
         _seed_epoch(train_loader, seed, epoch)
         began = time.perf_counter()
         lr = current_lr(optimizer)
@@ -455,11 +540,14 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
         for split, loader in (("val", val_loader), ("test", test_loader)):
             if loader is None:
                 continue
+            split_began = time.perf_counter()
             record[f"{split}_loss"], record[f"{split}_acc"] = evaluate(forward_model, loader, device, loss_fn,
                                                                        amp_dtype, channels_last)
             if ema is not None:
                 record[f"{split}_loss_ema"], record[f"{split}_acc_ema"] = evaluate(
                     ema.module, loader, device, loss_fn, amp_dtype, channels_last)
+            if split == "test":
+                test_seconds = time.perf_counter() - split_began
         if interval == "plateau":
             scheduler.step(record[_plateau_metric(scheduler)])
         elif interval == "epoch":
@@ -467,18 +555,14 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
         stop = early_stopping is not None and early_stopping.update(record[early_stopping.monitor], epoch, model)
         record["seconds"] = time.perf_counter() - began
         history.append(record)
+        history.sittings = sittings_before + [_sitting(start + 1, epoch, device_label, precision_name(amp_dtype),
+                                                       began_sitting, history["seconds"][start:], test_seconds)]
         epoch_bar.set_postfix({k: f"{v:.4f}" for k, v in record.items()
                                if k in ("train_loss", "val_acc", "test_acc", "test_acc_ema") and v is not None},
                               refresh=False)
         epoch_bar.update()
         if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, {
-                "epoch": epoch, "epochs": epochs, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict(), "precision": precision_name(amp_dtype), "device": device.type,
-                "history": history.records,
-                "early_stopping": early_stopping.state_dict() if early_stopping is not None else None,
-                "ema": ema.state_dict() if ema is not None else None})
+            write_checkpoint(epoch)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history)
         if stop:
@@ -499,6 +583,23 @@ def fit(model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimize
                                                        amp_dtype=amp_dtype))
         print(f"{describe_final_model(history.final_model)} ({time.perf_counter() - began:.1f} s)")
     return history
+
+
+def describe_training(history: History, device: str | None = None) -> str:
+    """How the epochs of `history` were trained: how many, the training time (the sum of the epochs' times, over
+    every sitting) and where: one sitting's device and precision, or each sitting's epochs, device, precision, date
+    and time. `device` names the device of a history without sittings (a record written before they were kept)."""
+    total = sum(seconds or 0.0 for seconds in history["seconds"])
+    head = f"{len(history)} epochs in {total / 60:.1f} min of training"
+    sittings = history.sittings
+    if not sittings:
+        return head + (f" on {device}" if device else "")
+    if len(sittings) == 1:
+        return f"{head} on {sittings[0]['device']}, {sittings[0]['precision']}"
+    lines = [f"  epochs {s['first_epoch']}-{s['last_epoch']}: {s['device']}, {s['precision']}, "
+             + (f"{s['started'][:10]}, " if s["started"] else "") + f"{s['seconds'] / 60:.1f} min"
+             for s in sittings]
+    return "\n".join([f"{head}, in {len(sittings)} sittings:", *lines])
 
 
 def measure_final_model(model: nn.Module, test_loader: Batches, device: torch.device, *,
@@ -530,7 +631,7 @@ def describe_final_model(final: dict) -> str:
     return f"Final model (weights of epoch {final['epoch']} of {final['epochs']}){measured}"
 
 
-__all__ = ["CheckpointError", "EarlyStopping", "History", "TrainingDiverged", "autocast", "autocast_dtype",
-           "describe_final_model", "device_name", "evaluate", "fit", "l1_penalty", "load_checkpoint",
-           "measure_final_model", "predict", "save_checkpoint", "seed_everything", "select_device", "to_device",
-           "train_epoch"]
+__all__ = ["BudgetReached", "CheckpointError", "EarlyStopping", "History", "OneLineError", "TrainingDiverged",
+           "autocast", "autocast_dtype", "describe_final_model", "describe_training", "device_name", "evaluate",
+           "fit", "l1_penalty", "load_checkpoint", "measure_final_model", "predict", "save_checkpoint",
+           "seed_everything", "select_device", "to_device", "train_epoch"]

@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import io
 import textwrap
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Sequence
 
 import matplotlib.pyplot as plt
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader
 from torch_lr_finder import LRFinder
 from torch_lr_finder.lr_finder import TrainDataLoaderIter
 
-from .devices import autocast_dtype, channels_last_default, select_device
+from .devices import autocast_dtype, channels_last_default, device_name, select_device
 
 SKIP_START, SKIP_END = 10, 5  # torch-lr-finder's defaults: the noisy start and the diverging end of the curve
 MIN_ITERATIONS = SKIP_START + SKIP_END + 2  # what a test that runs its course needs for those skips
@@ -45,7 +46,10 @@ class Suggestion:
 
 @dataclass
 class LRRangeTest:
-    """Result of `find_lr`: the learning rates tried, the smoothed losses, the suggestion, its method and plot."""
+    """Result of `find_lr`: the learning rates tried, the smoothed losses, the suggestion, its method and plot.
+
+    `state()` is it as plain data (a checkpoint keeps it), `from_state` shows it again, with its figure and lines.
+    """
 
     lrs: list[float]
     losses: list[float]
@@ -54,6 +58,23 @@ class LRRangeTest:
     bounds: CycleBounds  # a cycle's lower and upper bound, and where the loss diverged (`cycle_bounds`)
     stopped_early: bool  # the test ended before `num_iter` steps (the loss diverged)
     figure: plt.Figure
+    num_iter: int = 0  # the steps asked for
+    measured_on: str = ""  # the device it ran on and when, e.g. "cpu (AMD EPYC, 2 threads), 2026-12-02T21:55"
+
+    def state(self) -> dict:
+        """Everything but the figure, as plain data."""
+        return {"lrs": self.lrs, "losses": self.losses, "suggested_lr": self.suggested_lr, "method": self.method,
+                "bounds": asdict(self.bounds), "num_iter": self.num_iter, "measured_on": self.measured_on}
+
+    @classmethod
+    def from_state(cls, state: dict, origin: str) -> LRRangeTest:
+        """The range test `state()` kept, with the suggestion and bounds it found then (not computed anew), its
+        figure and the lines `find_lr` printed, both saying where it comes from (`origin`)."""
+        bounds = CycleBounds(**state["bounds"])
+        window = suggest_lr(state["lrs"], state["losses"]).window
+        return _shown(state["lrs"], state["losses"], state["num_iter"],
+                      Suggestion(state["suggested_lr"], state["method"], window), bounds, state["measured_on"],
+                      origin)
 
 
 def analysis_window(n_points: int, skip_start: int = SKIP_START, skip_end: int = SKIP_END) -> slice:
@@ -261,13 +282,21 @@ def find_lr(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Iterable
     finally:
         finder.reset()  # back to the weights and optimizer state from before the test
     lrs, losses = [float(v) for v in finder.history["lr"]], [float(v) for v in finder.history["loss"]]
-    suggestion, bounds = suggest_lr(lrs, losses), cycle_bounds(lrs, losses)
+    measured_on = f"{device_name(device)}, {time.strftime('%Y-%m-%dT%H:%M')}"
+    return _shown(lrs, losses, num_iter, suggest_lr(lrs, losses), cycle_bounds(lrs, losses), measured_on)
+
+
+def _shown(lrs: list[float], losses: list[float], num_iter: int, suggestion: Suggestion, bounds: CycleBounds,
+           measured_on: str, origin: str = "") -> LRRangeTest:
+    """A range test's result with its two printed lines and its figure; `origin` (a stored test) heads both."""
     stopped_early = len(lrs) < num_iter
     steps = f"{len(lrs)} of {num_iter} steps" + (" (stopped early: the loss diverged)" if stopped_early else "")
-    print(f"LR range test, {steps}: suggested LR {suggestion.lr:.2e} by {suggestion.method}.\n"
+    heading = f"LR range test ({origin})" if origin else "LR range test"
+    print(f"{heading}, {steps}: suggested LR {suggestion.lr:.2e} by {suggestion.method}.\n"
           f"Cycle bounds {bounds.lr_min:.2e} - {bounds.lr_max:.2e}: {bounds.method}.")
     figure = plot_range_test(lrs, losses, suggestion,
-                             f"LR range test, {steps}: steepest descent {suggestion.lr:.2e}, cycle "
+                             f"{heading}, {steps}: steepest descent {suggestion.lr:.2e}, cycle "
                              f"{bounds.lr_min:.2e} - {bounds.lr_max:.2e}\nsuggestion by {suggestion.method}",
                              bounds)
-    return LRRangeTest(lrs, losses, suggestion.lr, suggestion.method, bounds, stopped_early, figure)
+    return LRRangeTest(lrs, losses, suggestion.lr, suggestion.method, bounds, stopped_early, figure, num_iter,
+                       measured_on)

@@ -64,7 +64,8 @@ def record_seeds(path: Path, seeds: list[int], overrides: dict[str, object], out
               "runs": []}
     for seed in seeds:
         started = time.perf_counter()
-        namespace = run_range_test(path, {**overrides, "SEED": seed})
+        # no checkpoint: a resumed run's stored range test (TrainingRun.range_test) is not a new measurement
+        namespace = run_range_test(path, {**overrides, "SEED": seed, "CHECKPOINT": None})
         test = namespace["lr_test"]
         record.update(data=namespace["data"].source, device=str(namespace["device"]),
                       precision=describe_precision(namespace["device"]),

@@ -41,8 +41,9 @@ def save_run_record(name: str, model: nn.Module, history: History, *, data_sourc
 
     It holds the model, parameters, epochs, best and final test accuracy of the raw and EMA weights, what `fit`
     measured on the returned model (`history.final_model`: flip TTA too), wall time, device, torch version, data
-    source, seed, git commit, whether it was a smoke run and the whole history. `release_model` adds the entry
-    of the released weights ("release": file, sha256, what they measured).
+    source, seed, git commit, whether it was a smoke run, the sittings it was trained in (`History.sittings`) and
+    the whole history. `release_model` adds the entry of the released weights ("release": file, sha256, what they
+    measured).
     """
     record = {
         "name": name,
@@ -64,6 +65,7 @@ def save_run_record(name: str, model: nn.Module, history: History, *, data_sourc
         "smoke": smoke,
         "git_commit": git_commit(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "sittings": history.sittings,
         "history": history.records,
         **(extra or {}),
     }

@@ -384,7 +384,8 @@ def pretrained_run(name: str, device: torch.device | str | None = None, *, folde
               "as usual.")
         return None
     model = load_weights(path, ASSIGNMENTS[name].model, device)[0]
-    history = History(records=record.get("history", []), final_model=record.get("final_model", {}))
+    history = History(records=record.get("history", []), final_model=record.get("final_model", {}),
+                      sittings=record.get("sittings", []))
     pretrained = Pretrained(model, history, record, path)
     print(pretrained.describe())
     return pretrained

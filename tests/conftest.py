@@ -11,6 +11,16 @@ import helpers as h
 REAL_ROOT = Path(os.environ.get("CIFAR10_ROOT") or h.PROJECT_ROOT / "data")
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test with a cache folder of its own (`h.context.local_cache`, where checkpoints go by default): never
+    this machine's, whose checkpoints of real runs would change what a test sees, and which a test must not touch."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.delenv("CHECKPOINT_DIR", raising=False)
+    return cache
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """A folder holding `cifar-10-batches-py` with 100 train / 40 test synthetic images."""

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -134,13 +135,15 @@ def test_on_colab_an_install_that_fails_stops_the_cell_with_one_clear_line(tmp_p
     assert f"delete {tmp_path / 'cifar10-notebooks'} if it is incomplete" in line
 
 
-def test_storage_dir_prefers_the_variables_then_google_drive_then_the_project(tmp_path, monkeypatch):
+def test_storage_dir_prefers_the_variables_then_google_drive_then_the_machine(tmp_path, monkeypatch, own_cache):
     from helpers import context
-    monkeypatch.delenv("CHECKPOINT_DIR", raising=False)
     monkeypatch.delenv("RESULTS_DIR", raising=False)
     monkeypatch.setattr(context, "DRIVE", tmp_path / "drive" / "MyDrive")
-    assert h.storage_dir("checkpoints") == h.PROJECT_ROOT / "checkpoints"
+    assert h.storage_dir("checkpoints") == own_cache / "cifar10-notebooks" / "checkpoints", \
+        "outside the clone: a run started in one clone resumes in another"
     assert h.storage_dir("results") == h.PROJECT_ROOT / "results"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert h.storage_dir("checkpoints") == Path.home() / ".cache" / "cifar10-notebooks" / "checkpoints"
     (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
     assert h.storage_dir("checkpoints") == tmp_path / "drive" / "MyDrive" / "cifar10-notebooks" / "checkpoints"
     assert h.storage_dir("results") == tmp_path / "drive" / "MyDrive" / "cifar10-notebooks" / "results"

@@ -41,7 +41,7 @@ def test_a_notebook_without_a_range_test_is_refused(tmp_path) -> None:
 @pytest.mark.parametrize("name", ["03_resnet18_lrfinder_gradcam", "04_resnet9_onecycle"])
 def test_the_notebooks_range_test_cell_is_found_before_training(name) -> None:
     cells = notebook_cells(NOTEBOOKS / f"{name}.ipynb")
-    assert "lr_test = find_lr(" in cells[-1] and not any("h.fit(" in cell for cell in cells)
+    assert "find_lr(" in cells[-1] and not any("h.fit(" in cell for cell in cells)
     assert sum(cell.startswith("# parameters\n") for cell in cells) == 1
 
 
