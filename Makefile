@@ -51,14 +51,15 @@ data: setup
 	elif [ -f $(SHARED_DATA) ]; then $(PY) $(SHARED_DATA) data/; \
 	else $(PY) -c "import sys, helpers; sys.tracebacklimit = 0; helpers.load_cifar10('data')"; fi
 
-# The main job. On a CUDA GPU: notebook 01 (or NB=...) in full, executed in place, so its outputs and run record are
-# saved. Without one: the device found, the full run's estimated time there, and a quick reduced run into
-# runs/quick/ instead (a few minutes); FORCE=1 runs the full one anyway.
+# The main job. On a CUDA GPU: notebook 01 (or NB=...) in full, its executed copy saved over the notebook when it
+# finishes, with its run record. Without one: the device found, the full run's estimated time there, and a quick
+# reduced run into runs/quick/ instead (a few minutes) where that is over 3 h; FORCE=1 runs the full one anyway,
+# HOURS=2.5 runs it in sittings of at most that long (each resumes the last one's checkpoint).
 run: data
-	$(PY) -m helpers.launch $(NB) $(if $(FORCE),--force)
+	$(PY) -m helpers.launch $(NB) $(if $(FORCE),--force) $(if $(HOURS),--hours $(HOURS))
 
 run-all: data
-	$(PY) -m helpers.launch notebooks/0*.ipynb $(if $(FORCE),--force)
+	$(PY) -m helpers.launch notebooks/0*.ipynb $(if $(FORCE),--force) $(if $(HOURS),--hours $(HOURS))
 
 # Every released model (weights/*.safetensors) checked against its run record and re-measured on the CIFAR-10 test
 # set, raw and with flip TTA, on this machine's device: a table of measured vs recorded accuracy (NAMES=... for

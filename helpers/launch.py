@@ -1,20 +1,26 @@
-"""`make run`: a notebook's full run on a CUDA GPU, or wherever it takes at most `FULL_RUN_HOURS`; else an
-estimate and a quick reduced run instead.
+"""`make run`: a notebook's full run on a CUDA GPU, wherever what is left of it takes at most `FULL_RUN_HOURS`, or
+in sittings of a given budget; else an estimate and a quick reduced run instead.
 
-    python -m helpers.launch notebooks/01_resnet18_baseline.ipynb [more notebooks] [--force] [--minutes 3]
+    python -m helpers.launch notebooks/01_resnet18_baseline.ipynb [more notebooks] [--force] [--hours 2.5]
 
-On CUDA, or with `--force`, each notebook is executed in place by papermill with its full-run defaults, so its
-outputs and run record are saved (every execution through `helpers.notebook.execute`: its figures saved, its
-outputs cleaned for a reader). Elsewhere (a CPU) the launcher
-1. says which device and precision it found;
-2. times a few training steps of the notebook's model there, in the precision, memory format and batch size the
-   run would use, and estimates the full run's time from them;
-3. if that estimate is at most `FULL_RUN_HOURS` (3 h: what one sitting at a machine allows; notebook 04 on a
-   2-core AVX512-BF16 EPYC, 1.5 h, is under it), starts the full run in place, saying so first with the
-   estimate and how a re-run resumes from the per-epoch checkpoint;
-4. else runs a QUICK run: the same notebook on real data, reduced (a few thousand images, a few epochs, sized to
+A full run executes the notebook with papermill into `runs/partial/` and, once it has run to the end, moves it
+over the stored notebook, so that its outputs and run record are saved (every execution through
+`helpers.notebook.execute`: its figures saved, its outputs cleaned for a reader); a sitting that stops early leaves
+the stored notebook as it was. The launcher
+1. says which device and precision it found, where the notebook's checkpoint is and whether it resumes (after
+   which epoch) or starts fresh; a checkpoint of another run (another notebook or other parameters) stops it with
+   one line;
+2. on CUDA, or with `--force`, runs the notebook in full;
+3. with `--hours H` (`make run HOURS=H`), runs it in full with that time budget (the notebook's `MAX_HOURS`):
+   training stops at the last epoch boundary that fits, and the same command resumes it from the checkpoint, on
+   this clone or another one on the same machine (`h.storage_dir`); a budget smaller than the sitting's first
+   epoch is refused before anything starts;
+4. elsewhere (a CPU) times a few training steps of the notebook's model, in the precision, memory format and
+   batch size the run would use, and estimates the full run's time and what is left of it; at most
+   `FULL_RUN_HOURS` (3 h: what one sitting at a machine allows) starts it in full;
+5. else runs a QUICK run: the same notebook on real data, reduced (a few thousand images, a few epochs, sized to
    take about `--minutes` minutes on this device), written to `runs/quick/` (never over the notebook) under a
-   banner that says what it is, and says how to force the full run anyway.
+   banner that says what it is, and says how to run the full one anyway, at once or in sittings.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nbformat
@@ -35,9 +41,12 @@ from .devices import (autocast, autocast_dtype, channels_last_default, describe_
                       select_device, synchronize, to_device)
 from .loaders import CPU_EVAL_BATCH
 from .models import FACTORIES
+from .engine import CheckpointError
 from .notebook import execute
+from .training_run import TrainingRun
 
 QUICK_DIR = Path("runs") / "quick"  # relative to the project root; git-ignored
+PARTIAL_DIR = Path("runs") / "partial"  # a full run's executed notebook until it has run to the end
 QUICK_EPOCHS = 3
 QUICK_TEST_IMAGES = 1000
 QUICK_BATCH_SIZE = 32  # small batches: more steps in a short run
@@ -203,47 +212,106 @@ def quick_banner(path: Path, quick: dict, size: RunSize, device: torch.device, f
             f"NB={shown_path(path)}` runs it; `make run NB={shown_path(path)} FORCE=1` runs it here anyway.")
 
 
-def launch(path: Path, device: torch.device, force: bool, minutes: float) -> Path:
-    """Run one notebook (full on CUDA, when forced, or when estimated at most `FULL_RUN_HOURS`; else quick);
-    returns the executed notebook's path."""
+class LaunchRefused(RuntimeError):
+    """`make run` will not start this run: the message says why and what to do instead."""
+
+
+def checkpointed_run(path: Path, params: dict, hours: float | None) -> TrainingRun | None:
+    """The notebook's `TrainingRun` as its full run would make it (its checkpoint checked: one of another run
+    raises `CheckpointError`), or None for a notebook that keeps no checkpoint."""
+    checkpoint = params.get("CHECKPOINT")
+    if checkpoint is None:
+        return None
+    return TrainingRun(path.stem, PROJECT_ROOT / checkpoint, parameters=params, max_hours=hours)
+
+
+def describe_checkpoint(run: TrainingRun | None, epochs: int) -> str:
+    if run is None:
+        return "This notebook writes no checkpoint: a stopped run starts over."
+    if run.epochs_done is None:
+        return (f"Checkpoint {shown_path(run.checkpoint)}: none yet, the run starts fresh (one is written after every "
+                f"epoch; the same command resumes a stopped run from it).")
+    return (f"Checkpoint {shown_path(run.checkpoint)}: this run's, after epoch {run.epochs_done} of {epochs}: it "
+            f"resumes from there" + (" (training is done: the notebook's evaluation runs again)."
+                                     if run.epochs_done >= epochs else "."))
+
+
+def run_in_full(path: Path, parameters: dict | None) -> Path:
+    """Execute notebook `path` in full into `runs/partial/`, moved over `path` once it has run to the end; a sitting
+    stopped by its time budget (or by an error) leaves the stored notebook as it was. Returns the executed copy."""
+    from papermill.exceptions import PapermillExecutionError
+
+    partial = PROJECT_ROOT / PARTIAL_DIR / path.name
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        execute(str(path), str(partial), parameters=parameters, cwd=str(path.resolve().parent))
+    except PapermillExecutionError as err:
+        if err.ename != "BudgetReached":
+            print(f"The run failed; its executed copy is {shown_path(partial)}, the stored notebook is unchanged.",
+                  flush=True)
+            raise
+        print(f"{err.evalue}\nThis sitting's executed copy: {shown_path(partial)} (the stored notebook, run record "
+              f"and released weights are unchanged until the run finishes).", flush=True)
+        return partial
+    os.replace(partial, path)
+    return path
+
+
+def launch(path: Path, device: torch.device, force: bool, minutes: float, hours: float | None = None) -> Path:
+    """Run one notebook: full on CUDA, when forced, with a time budget of `hours` (the run in sittings), or when
+    what is left of it is estimated at most `FULL_RUN_HOURS`; else quick. Returns the executed notebook's path."""
     path = Path(path)
-    cwd = str(path.resolve().parent)
-    if device.type == "cuda" or force:
-        print(f"Full run of {shown_path(path)} on {device} ({device_name(device)}), executed in place.", flush=True)
-        execute(str(path), str(path), cwd=cwd)
-        return path
     notebook = nbformat.read(path, as_version=4)
     params = full_run_parameters(notebook)
+    if hours is not None and "MAX_HOURS" not in params:
+        raise LaunchRefused(f"{shown_path(path)} takes no time budget (it has no MAX_HOURS parameter): run it "
+                            f"without HOURS.")
+    overrides = {"MAX_HOURS": hours} if hours is not None else None
+    run = checkpointed_run(path, {**params, **(overrides or {})}, hours)
+    done = (run.epochs_done or 0) if run is not None else 0
+    if device.type == "cuda" or force:
+        print(f"Full run of {shown_path(path)} on {device} ({device_name(device)}). "
+              f"{describe_checkpoint(run, params['EPOCHS'])}", flush=True)
+        return run_in_full(path, overrides)
     model = notebook_model(notebook)
     timing = time_model(FACTORIES[model](), device, batch_size=min(params.get("BATCH_SIZE", 32), TIMING_BATCH))
     full = full_run_size(params)
-    full_seconds = full.seconds(timing)
-    full_estimate = f"about {format_duration(full_seconds)}"
+    full_estimate = f"about {format_duration(full.seconds(timing))}"
     print(f"{path.name}: the full run ({full.epochs} epochs of {full.train_images:,} training images, "
           f"{full.eval_images:,} evaluated per epoch) would take {full_estimate} here ({model}: "
           f"{timing.train * 1e3:.1f} ms per training image, {timing.eval * 1e3:.1f} ms per evaluated one, timed "
           f"over a few steps; the EMA's evaluations and the final test passes counted"
           f"{', early stopping may end it sooner' if any('PATIENCE' in k for k in params) else ''}).", flush=True)
-    if full_seconds <= FULL_RUN_HOURS * 3600:
-        checkpoint = params.get("CHECKPOINT")
-        resume = (f"A checkpoint is written after every epoch ({shown_path(checkpoint)}): if this run is stopped, "
-                  f"the same command resumes it from the last finished epoch." if checkpoint else
-                  "This notebook writes no checkpoint: a stopped run starts over.")
-        print(f"That is at most {FULL_RUN_HOURS:g} h, so the full run starts now, executed in place "
-              f"({shown_path(path)}). "
-              f"{resume}", flush=True)
-        execute(str(path), str(path), cwd=cwd)
-        return path
+    print(describe_checkpoint(run, full.epochs), flush=True)
+    left = replace(full, epochs=max(full.epochs - done, 0), lr_test_images=0 if done else full.lr_test_images)
+    left_seconds = left.seconds(timing)
+    if done:
+        print(f"What is left ({left.epochs} epochs) would take about {format_duration(left_seconds)}.", flush=True)
+    if hours is not None:
+        first = replace(left, epochs=min(left.epochs, 1), test_images=left.test_images if left.epochs <= 1 else 0)
+        if first.seconds(timing) > hours * 3600:
+            raise LaunchRefused(f"A budget of {hours:g} h is less than the first epoch of this sitting here (about "
+                                f"{format_duration(first.seconds(timing))}"
+                                + (", the range test included" if first.lr_test_images else "")
+                                + "): give HOURS more time.")
+        print(f"Full run in sittings, this one at most {hours:g} h: training stops at the last epoch that fits, and "
+              f"the same command resumes it from the checkpoint.", flush=True)
+        return run_in_full(path, overrides)
+    if left_seconds <= FULL_RUN_HOURS * 3600:
+        print(f"That is at most {FULL_RUN_HOURS:g} h, so the full run starts now ({shown_path(path)}, replaced by "
+              f"the executed notebook when it finishes).", flush=True)
+        return run_in_full(path, None)
     quick, size = quick_run(params, timing, device, minutes)
     output = PROJECT_ROOT / QUICK_DIR / path.name
     print(f"More than {FULL_RUN_HOURS:g} h: not starting it. Quick run instead: {size.train_images:,} training "
           f"images x {size.epochs} epochs, about {format_duration(size.seconds(timing))} -> "
-          f"{output.relative_to(PROJECT_ROOT)}\nFull run anyway: make run NB={shown_path(path)} FORCE=1", flush=True)
+          f"{output.relative_to(PROJECT_ROOT)}\nFull run anyway: make run NB={shown_path(path)} FORCE=1, or in "
+          f"sittings of at most 2.5 h each: make run NB={shown_path(path)} HOURS=2.5", flush=True)
     banner = nbformat.v4.new_markdown_cell(quick_banner(path, quick, size, device, full_estimate))
     banner.id = "quick-run-banner"
     notebook.cells.insert(0, banner)
     output.parent.mkdir(parents=True, exist_ok=True)
-    execute(notebook, str(output), parameters=quick, cwd=cwd)
+    execute(notebook, str(output), parameters=quick, cwd=str(path.resolve().parent))
     return output
 
 
@@ -253,14 +321,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="the full run whatever its estimate")
     parser.add_argument("--minutes", type=float, default=3.0, help="size of a quick run (default: 3)")
     parser.add_argument("--device", default=None, help="default: cuda > mps > cpu")
+    parser.add_argument("--hours", type=float, default=None,
+                        help="this sitting's time budget: the full run, stopped at the last epoch that fits and "
+                             "resumed by the same command")
     args = parser.parse_args(argv)
+    if args.hours is not None and not args.hours > 0:
+        parser.error(f"--hours must be positive, not {args.hours:g}")
     device = select_device(args.device)
     found = device_name(device) if device.type == "cpu" else f"{device} ({device_name(device)})"
     print(f"Device: {found}, precision {describe_precision(device)}"
           + ("" if device.type == "cuda" else f": no CUDA GPU, so a full run starts only where it is estimated at "
                                               f"most {FULL_RUN_HOURS:g} h (or is forced)."), flush=True)
     for path in args.notebooks:
-        output = launch(path, device, args.force, args.minutes)
+        try:
+            output = launch(path, device, args.force, args.minutes, args.hours)
+        except (LaunchRefused, CheckpointError) as err:
+            print(err, file=sys.stderr, flush=True)
+            return 1
         print(f"Done: {shown_path(output)}", flush=True)
     return 0
 

@@ -218,28 +218,37 @@ def executed(monkeypatch, tmp_path):
         timing["asked"] = kwargs
         return timing["value"]
 
-    monkeypatch.setattr(papermill, "execute_notebook",
-                        lambda notebook, output, parameters=None, cwd=None, **kwargs: calls.append(
-                            (notebook, output, parameters)))
+    def execute_notebook(notebook, output, parameters=None, cwd=None, **kwargs):
+        calls.append((notebook, output, parameters))
+        node = notebook if isinstance(notebook, nbformat.NotebookNode) else nbformat.read(notebook, as_version=4)
+        nbformat.write(node, output)
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
     monkeypatch.setattr(launch, "PROJECT_ROOT", tmp_path)
     monkeypatch.setattr(launch, "time_model", time_model)
-    monkeypatch.delenv("CHECKPOINT_DIR", raising=False)
     return calls, timing
 
 
 NB04 = next((h.PROJECT_ROOT / "notebooks").glob("04_*.ipynb"))
 
 
-def test_make_run_starts_a_full_run_estimated_within_the_threshold(executed, capsys):
+def test_make_run_starts_a_full_run_estimated_within_the_threshold(executed, capsys, tmp_path, monkeypatch):
     calls, timing = executed
     timing["value"] = launch.Timing(train=0.005, eval=0.001)  # 24 epochs of 50,000, EMA on: about 1.9 h
-    assert launch.main([str(NB04), "--device", "cpu"]) == 0
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CACHE_HOME")  # the default cache, ~/.cache, in the test's home
+    notebook = tmp_path / "notebooks" / NB04.name
+    notebook.parent.mkdir()
+    notebook.write_text(NB04.read_text())
+    assert launch.main([str(notebook), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert calls == [(str(NB04), str(NB04), None)], "the full run, in place, with its own defaults"
+    partial = tmp_path / "runs" / "partial" / NB04.name
+    assert calls == [(str(notebook), str(partial), None)], "the full run, with its own defaults"
+    assert notebook.exists() and not partial.exists(), "its executed copy moved over the notebook at the end"
     assert "would take about 1.9 h" in out and "at most 3 h, so the full run starts now" in out
-    assert "A checkpoint is written after every epoch (checkpoints/04_resnet9.pt)" in out
-    assert "the same command resumes it from the last finished epoch" in out
-    assert str(h.PROJECT_ROOT) not in out, "no absolute path of this machine"
+    assert ("Checkpoint ~/.cache/cifar10-notebooks/checkpoints/04_resnet9.pt: none yet, the run starts fresh (one is "
+            "written after every epoch; the same command resumes a stopped run from it)") in out
+    assert str(h.PROJECT_ROOT) not in out and str(tmp_path) not in out, "no absolute path of this machine"
     assert timing["asked"] == {"batch_size": launch.TIMING_BATCH}, "timed at the run's batch (512), capped"
 
 

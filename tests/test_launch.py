@@ -82,16 +82,44 @@ def test_format_duration(seconds, text):
 
 @pytest.fixture
 def executed(monkeypatch, tmp_path):
-    """Record papermill calls instead of running them; quick runs land in tmp_path; the model timing is fixed."""
+    """Record papermill calls instead of running them (each writes its notebook, unexecuted, to its output, or
+    raises what the test put in `executed.errors`); runs land in tmp_path; the model timing is fixed."""
     import papermill
 
-    calls = []
-    monkeypatch.setattr(papermill, "execute_notebook",
-                        lambda notebook, output, parameters=None, cwd=None, **kwargs: calls.append(
-                            (notebook, output, parameters, cwd)))
+    calls = Calls()
+
+    def execute_notebook(notebook, output, parameters=None, cwd=None, **kwargs):
+        calls.append((notebook, output, parameters, cwd))
+        node = notebook if isinstance(notebook, nbformat.NotebookNode) else read(notebook)
+        nbformat.write(node, output)
+        if calls.errors:
+            raise calls.errors.pop(0)
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
     monkeypatch.setattr(launch, "PROJECT_ROOT", tmp_path)
     monkeypatch.setattr(launch, "time_model", lambda model, device, **kwargs: CPU_TIMING)
     return calls
+
+
+class Calls(list):
+    errors: list[Exception]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors = []
+
+
+def copied(path: Path, tmp_path: Path) -> Path:
+    """A copy of a project notebook, so that a full run's move over the stored notebook stays in the test."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir(exist_ok=True)
+    (folder / path.name).write_text(path.read_text())
+    return folder / path.name
+
+
+def budget_stop(line: str) -> Exception:
+    from papermill.exceptions import PapermillExecutionError
+    return PapermillExecutionError(16, 1, "history = h.fit(...)", "BudgetReached", line, [f"BudgetReached: {line}"])
 
 
 def test_without_cuda_make_run_estimates_and_runs_a_labelled_quick_run(executed, capsys, tmp_path):
@@ -110,15 +138,60 @@ def test_without_cuda_make_run_estimates_and_runs_a_labelled_quick_run(executed,
     assert nbformat.validate(notebook) is None
 
 
-def test_forced_or_on_cuda_make_run_runs_the_full_notebook_in_place(executed, monkeypatch):
-    nb = NOTEBOOKS[3]
+def test_forced_or_on_cuda_make_run_runs_the_full_notebook_and_keeps_it_when_it_finishes(executed, monkeypatch,
+                                                                                         tmp_path):
+    nb = copied(NOTEBOOKS[3], tmp_path)
     launch.main([str(nb), "--device", "cpu", "--force"])
     monkeypatch.setattr(launch, "select_device", lambda preferred=None: torch.device("cuda"))
     monkeypatch.setattr(launch, "device_name", lambda device: "a CUDA GPU")
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a CUDA GPU")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     launch.main([str(nb)])
-    assert [(str(a), str(b), p) for a, b, p, _ in executed] == [(str(nb), str(nb), None)] * 2
+    partial = tmp_path / "runs" / "partial" / nb.name
+    assert [(str(a), str(b), p) for a, b, p, _ in executed] == [(str(nb), str(partial), None)] * 2
+    assert nb.exists() and not partial.exists(), "the finished run's executed copy replaced the stored notebook"
+
+
+def test_make_run_with_hours_runs_in_sittings_and_keeps_a_stopped_one_apart(executed, capsys, tmp_path):
+    nb = copied(NOTEBOOKS[0], tmp_path)
+    stored = nb.read_text()
+    line = "stopped after epoch 3 of 30 at its 0.5 h budget; `make run NB=notebooks/x.ipynb` resumes it"
+    executed.errors.append(budget_stop(line))
+    assert launch.main([str(nb), "--device", "cpu", "--hours", "0.5"]) == 0
+    out = capsys.readouterr().out
+    [(_, output, parameters, _)] = executed
+    assert parameters == {"MAX_HOURS": 0.5} and Path(output) == tmp_path / "runs" / "partial" / nb.name
+    assert "none yet, the run starts fresh" in out
+    assert "Full run in sittings, this one at most 0.5 h" in out and line in out
+    assert f"This sitting's executed copy: {h.shown_path(output)} (the stored notebook" in out
+    assert nb.read_text() == stored and Path(output).exists(), "a stopped sitting never replaces the notebook"
+
+
+def test_make_run_refuses_a_budget_below_one_epoch_and_a_notebook_without_one(executed, capsys, tmp_path):
+    assert launch.main([str(NOTEBOOKS[0]), "--device", "cpu", "--hours", "0.01"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("A budget of 0.01 h is less than the first epoch of this sitting here (about ")
+    assert launch.main([str(NOTEBOOKS[3]), "--device", "cpu", "--hours", "2"]) == 1
+    assert "takes no time budget (it has no MAX_HOURS parameter)" in capsys.readouterr().err
+    assert executed == [], "nothing started"
+
+
+def test_make_run_says_where_the_checkpoint_is_and_refuses_another_runs(executed, capsys, tmp_path, own_cache):
+    nb = copied(NOTEBOOKS[0], tmp_path)
+    params = launch.full_run_parameters(read(nb))
+    checkpoint = params["CHECKPOINT"]
+    assert checkpoint == own_cache / "cifar10-notebooks" / "checkpoints" / "01_resnet18.pt"
+    run = h.TrainingRun(nb.stem, checkpoint, parameters={**params, "EPOCHS": 30})
+    h.save_checkpoint(checkpoint, {"epoch": 12, "epochs": 30, "run": run.entry()})
+    executed.errors.append(budget_stop("stopped"))
+    assert launch.main([str(nb), "--device", "cpu", "--hours", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"Checkpoint {h.shown_path(checkpoint)}: this run's, after epoch 12 of 30: it resumes from there." in out
+    assert "What is left (18 epochs) would take about" in out
+    h.save_checkpoint(checkpoint, {"epoch": 12, "epochs": 30, "run": {**run.entry(), "notebook": "03_other"}})
+    assert launch.main([str(nb), "--device", "cpu"]) == 1
+    assert "belongs to notebook 03_other, not 01_resnet18_baseline: delete it" in capsys.readouterr().err
+    assert len(executed) == 1
 
 
 def test_make_run_executes_quietly(tmp_path, capfd):
