@@ -596,9 +596,12 @@ def describe_training(history: History, device: str | None = None) -> str:
         return head + (f" on {device}" if device else "")
     if len(sittings) == 1:
         return f"{head} on {sittings[0]['device']}, {sittings[0]['precision']}"
-    lines = [f"  epochs {s['first_epoch']}-{s['last_epoch']}: {s['device']}, {s['precision']}, "
-             + (f"{s['started'][:10]}, " if s["started"] else "") + f"{s['seconds'] / 60:.1f} min"
-             for s in sittings]
+    lines = []
+    for s in sittings:
+        epochs = (f"epoch {s['first_epoch']}" if s["first_epoch"] == s["last_epoch"]
+                  else f"epochs {s['first_epoch']}-{s['last_epoch']}")
+        started = f"started {s['started'][:16].replace('T', ' ')}, " if s["started"] else ""
+        lines.append(f"  {epochs}: {s['device']}, {s['precision']}, {started}{s['seconds'] / 60:.1f} min")
     return "\n".join([f"{head}, in {len(sittings)} sittings:", *lines])
 
 

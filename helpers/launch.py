@@ -236,6 +236,21 @@ def describe_checkpoint(run: TrainingRun | None, epochs: int) -> str:
                                      if run.epochs_done >= epochs else "."))
 
 
+def mark_stopped_sitting(path: Path, line: str) -> None:
+    """Head the executed copy of a sitting its budget stopped with what it is, in place of papermill's "An
+    Exception was encountered" cells: the stop is the budget's, not an error."""
+    from papermill.execute import ERROR_MARKER_TAG
+
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells = [c for c in notebook.cells if ERROR_MARKER_TAG not in c.metadata.get("tags", [])]
+    banner = nbformat.v4.new_markdown_cell(f"> **ONE SITTING OF A LONGER RUN, not the result:** {line}. Its "
+                                           f"training so far is in the checkpoint; the run's notebook is written "
+                                           f"by the sitting that finishes it.")
+    banner.id = "stopped-sitting-banner"
+    notebook.cells.insert(0, banner)
+    nbformat.write(notebook, path)
+
+
 def run_in_full(path: Path, parameters: dict | None) -> Path:
     """Execute notebook `path` in full into `runs/partial/`, moved over `path` once it has run to the end; a sitting
     stopped by its time budget (or by an error) leaves the stored notebook as it was. Returns the executed copy."""
@@ -250,6 +265,7 @@ def run_in_full(path: Path, parameters: dict | None) -> Path:
             print(f"The run failed; its executed copy is {shown_path(partial)}, the stored notebook is unchanged.",
                   flush=True)
             raise
+        mark_stopped_sitting(partial, err.evalue)
         print(f"{err.evalue}\nThis sitting's executed copy: {shown_path(partial)} (the stored notebook, run record "
               f"and released weights are unchanged until the run finishes).", flush=True)
         return partial

@@ -91,6 +91,10 @@ def executed(monkeypatch, tmp_path):
     def execute_notebook(notebook, output, parameters=None, cwd=None, **kwargs):
         calls.append((notebook, output, parameters, cwd))
         node = notebook if isinstance(notebook, nbformat.NotebookNode) else read(notebook)
+        if calls.errors:  # papermill heads a failed notebook with its "An Exception was encountered" cell
+            error_cell = nbformat.v4.new_markdown_cell("An Exception was encountered")
+            error_cell.metadata["tags"] = ["papermill-error-cell-tag"]
+            node.cells.insert(0, error_cell)
         nbformat.write(node, output)
         if calls.errors:
             raise calls.errors.pop(0)
@@ -165,6 +169,9 @@ def test_make_run_with_hours_runs_in_sittings_and_keeps_a_stopped_one_apart(exec
     assert "Full run in sittings, this one at most 0.5 h" in out and line in out
     assert f"This sitting's executed copy: {h.shown_path(output)} (the stored notebook" in out
     assert nb.read_text() == stored and Path(output).exists(), "a stopped sitting never replaces the notebook"
+    banner = read(output).cells[0]
+    assert banner.source.startswith(f"> **ONE SITTING OF A LONGER RUN, not the result:** {line}.")
+    assert not any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in read(output).cells)
 
 
 def test_make_run_refuses_a_budget_below_one_epoch_and_a_notebook_without_one(executed, capsys, tmp_path):

@@ -185,5 +185,6 @@ def test_describe_training_says_where_the_epochs_ran():
     history.sittings = [_sitting(1, 1, "cpu (AMD EPYC, 2 threads)", "bf16", "2026-12-02T22:00:00+0000", [60]),
                         _sitting(2, 2, "Tesla T4", "fp16 + GradScaler", "2026-12-03T09:00:00+0000", [90])]
     assert h.describe_training(history) == ("2 epochs in 2.5 min of training, in 2 sittings:\n"
-                                            "  epochs 1-1: cpu (AMD EPYC, 2 threads), bf16, 2026-12-02, 1.0 min\n"
-                                            "  epochs 2-2: Tesla T4, fp16 + GradScaler, 2026-12-03, 1.5 min")
+                                            "  epoch 1: cpu (AMD EPYC, 2 threads), bf16, started 2026-12-02 22:00, "
+                                            "1.0 min\n"
+                                            "  epoch 2: Tesla T4, fp16 + GradScaler, started 2026-12-03 09:00, 1.5 min")
