@@ -129,12 +129,17 @@ def test_the_budget_judges_by_the_slowest_measured_epoch_and_keeps_time_for_the_
     assert _fits_budget(h.TrainingRun("x", None, parameters={}), history, "cpu (X)", False) == (True, None)
 
 
-def test_a_budget_too_small_for_one_epoch_says_so_before_training(tiny_data, tmp_path):
-    checkpoint = tmp_path / "run.pt"
-    clock = Clock()
+def first_sitting(tiny_data, tmp_path, hours: float):
+    """A run's first sitting, stopped by a budget of `hours` (an hour per epoch); returns its checkpoint."""
+    checkpoint, clock = tmp_path / "run.pt", Clock()
     with pytest.raises(h.BudgetReached):
-        sitting(tiny_data, h.TrainingRun("test_run", checkpoint, parameters=PARAMETERS, max_hours=1.5, clock=clock),
-                clock)
+        sitting(tiny_data, h.TrainingRun("test_run", checkpoint, parameters=PARAMETERS, max_hours=hours,
+                                         clock=clock), clock)
+    return checkpoint
+
+
+def test_a_budget_too_small_for_one_epoch_says_so_before_training(tiny_data, tmp_path):
+    checkpoint = first_sitting(tiny_data, tmp_path, hours=1.5)
     state = h.load_checkpoint(checkpoint)
     for r in state["history"]:
         r["seconds"] = 1800.0  # as if each epoch had taken half an hour on this device
@@ -148,11 +153,7 @@ def test_a_budget_too_small_for_one_epoch_says_so_before_training(tiny_data, tmp
 
 
 def test_a_checkpoint_of_another_notebook_or_other_parameters_is_refused_in_one_line(tiny_data, tmp_path):
-    checkpoint = tmp_path / "run.pt"
-    clock = Clock()
-    with pytest.raises(h.BudgetReached):
-        sitting(tiny_data, h.TrainingRun("test_run", checkpoint, parameters=PARAMETERS, max_hours=0.5, clock=clock),
-                clock)
+    checkpoint = first_sitting(tiny_data, tmp_path, hours=0.5)
     moved = {**PARAMETERS, "DEVICE": "cuda", "MAX_HOURS": None, "DATA_ROOT": "elsewhere"}
     assert h.TrainingRun("test_run", checkpoint, parameters=moved).epochs_done == 1, "where it runs may change"
     with pytest.raises(h.CheckpointError) as refused:
