@@ -69,8 +69,12 @@ verify: data
 
 # The GPU machine's bundle (../shared/gpu/README.md) plus the safetensors wheel, which its wheel list lacks and a
 # full run needs to release its weights (without it the run record is kept and the release is skipped).
+GPU_BUNDLE_SCRIPT ?= ../shared/gpu/bundle.sh
 gpu-bundle:
-	bash ../shared/gpu/bundle.sh
+	@test -f $(GPU_BUNDLE_SCRIPT) || { echo "make gpu-bundle is for this project's offline GPU runner: it needs \
+	$(GPU_BUNDLE_SCRIPT) beside the clone (GPU_BUNDLE_SCRIPT=... names another); a clone with network access \
+	needs no bundle (make setup installs everything)" >&2; exit 2; }
+	bash $(GPU_BUNDLE_SCRIPT)
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux2014_x86_64 -d .gpu-bundle/whl $$(grep -m1 '^safetensors==' requirements.txt)
 

@@ -70,3 +70,12 @@ def test_a_python_313_installed_by_uv_is_found(tmp_path):
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert f"/opt/uv/cpython-3.13/bin/python3.13 -m venv {tmp_path / 'venv'}" in done.stdout
+
+
+def test_gpu_bundle_in_a_plain_clone_says_in_one_line_what_it_needs(tmp_path):
+    """The offline GPU runner's bundle needs its script beside the clone; without it, one line and exit 2."""
+    done = subprocess.run([MAKE, "-C", str(h.PROJECT_ROOT), "gpu-bundle", f"GPU_BUNDLE_SCRIPT={tmp_path}/none.sh"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    [line] = [text for text in done.stderr.splitlines() if not text.startswith(("make:", "make["))]
+    assert line.startswith(f"make gpu-bundle is for this project's offline GPU runner: it needs {tmp_path}/none.sh")
