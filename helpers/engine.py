@@ -309,7 +309,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     A file that cannot be read raises `CheckpointError`: one line with the file, what is wrong with it (empty,
     truncated, not written by torch.save, or holding objects a weights-only load refuses) and `remedy`.
     """
-    path = Path(path)
+    path, where = Path(path), shown_path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the weights-only unpickler's notes on a file it may then refuse
@@ -318,9 +318,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError) as err:
         # One line, never torch's own message: it advises weights_only=False, which would run code from the file.
-        raise CheckpointError(f"{path} {_damage(path, err)}: {remedy}") from None
+        raise CheckpointError(f"{where} {_damage(path, err)}: {remedy}") from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint dict: {remedy}")
+        raise CheckpointError(f"{where} holds a {type(state).__name__}, not a checkpoint dict: {remedy}")
     return state
 
 
@@ -368,19 +368,19 @@ def _resume(path: Path, epochs: int, device: torch.device, amp_dtype: torch.dtyp
     """Load the checkpoint at `path` into the training state; on any device and in any precision (one line says
     when these changed). With a `run`, the checkpoint must be that run's (`TrainingRun.check`). Returns the history
     so far, its sittings included."""
-    state = load_checkpoint(path, map_location=device)
+    state, where = load_checkpoint(path, map_location=device), shown_path(path)
     if "epochs" not in state or "model" not in state:
-        raise CheckpointError(f"{shown_path(path)} is not a training checkpoint written by fit: {RESUME_REMEDY}")
+        raise CheckpointError(f"{where} is not a training checkpoint written by fit: {RESUME_REMEDY}")
     if run is not None:
         run.check(state)
     if state["epochs"] != epochs:
-        raise CheckpointError(f"{path} belongs to a {state['epochs']}-epoch run, not {epochs}: {RESUME_REMEDY}")
+        raise CheckpointError(f"{where} belongs to a {state['epochs']}-epoch run, not {epochs}: {RESUME_REMEDY}")
     if ema is not None and state.get("ema") is None:
-        raise CheckpointError(f"{path} was written without an EMA: {RESUME_REMEDY}")
+        raise CheckpointError(f"{where} was written without an EMA: {RESUME_REMEDY}")
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
-        raise CheckpointError(f"{path} holds the weights of another model ({str(err).splitlines()[0]}): "
+        raise CheckpointError(f"{where} holds the weights of another model ({str(err).splitlines()[0]}): "
                               f"{RESUME_REMEDY}") from None
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:
@@ -391,7 +391,7 @@ def _resume(path: Path, epochs: int, device: torch.device, amp_dtype: torch.dtyp
         early_stopping.load_state_dict(state["early_stopping"])
     if ema is not None:
         ema.load_state_dict(state["ema"])
-    print(f"Resumed from {shown_path(path)} after epoch {state['epoch']} of {epochs}.")
+    print(f"Resumed from {where} after epoch {state['epoch']} of {epochs}.")
     # Checkpoints written before the precision was recorded: fp16 exactly when the scaler state is not empty.
     precision = state.get("precision") or ("fp16 + GradScaler" if state["scaler"] else "fp32")
     written_on = state.get("device")

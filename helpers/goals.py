@@ -32,7 +32,7 @@ class Goal:
         """What keeps a run at `accuracy` after `epochs` epochs with `parameters` from the goal (empty: met); on a
         copy of CIFAR-10 the accuracy goal is lowered by what the copy costs airbench94 (`reference`)."""
         missed = []
-        target = self.accuracy - (reference.offset if reference else 0.0)
+        target = reference.goal_here(self) if reference else self.accuracy
         if accuracy < target:
             missed.append(f"accuracy short by {target - accuracy:.2%}")
         if self.max_epochs is not None and epochs > self.max_epochs:
@@ -62,11 +62,15 @@ class DataReference:
         """Accuracy points the copy costs: airbench94 on the original less on the copy."""
         return self.original - self.accuracy
 
+    def goal_here(self, goal: Goal) -> float:
+        """The accuracy that meets `goal` on this copy: the goal less `offset`."""
+        return goal.accuracy - self.offset
+
     def explain(self, goal: Goal) -> str:
         """One sentence: airbench94 here and on the original, and the accuracy goal it gives on this copy."""
         return (f"On this data ({self.label}) airbench94 reaches {self.accuracy:.2%} (mean of {self.runs} runs, "
                 f"{self.source}), {self.offset * 100:.2f} points below its {self.original:.2%} on the original "
-                f"CIFAR-10: the goal's {goal.accuracy:.1%} there is {goal.accuracy - self.offset:.2%} here.")
+                f"CIFAR-10: the goal's {goal.accuracy:.1%} there is {self.goal_here(goal):.2%} here.")
 
 
 # airbench 0.1.8 on the offline JPEG-75 copy, 2 seeds on a CPU (results/bench_cpu_xeon_avx512bf16.md,

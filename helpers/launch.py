@@ -222,7 +222,7 @@ def checkpointed_run(path: Path, params: dict, hours: float | None) -> TrainingR
     checkpoint = params.get("CHECKPOINT")
     if checkpoint is None:
         return None
-    return TrainingRun(path.stem, PROJECT_ROOT / checkpoint, parameters=params, max_hours=hours)
+    return TrainingRun(path.stem, checkpoint, parameters=params, max_hours=hours)
 
 
 def describe_checkpoint(run: TrainingRun | None, epochs: int) -> str:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping
 
-from .data import shown_path
+from .data import PROJECT_ROOT, shown_path
 from .engine import CheckpointError, load_checkpoint
 from .lr_finder import LRRangeTest
 
@@ -53,7 +53,7 @@ class TrainingRun:
         if max_hours is not None and not max_hours > 0:
             raise ValueError(f"max_hours must be positive (or None: no budget), not {max_hours!r}")
         self.name, self.max_hours, self.clock = name, max_hours, clock
-        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.checkpoint = None if checkpoint is None else PROJECT_ROOT / checkpoint  # relative: to the project
         self.parameters = training_parameters(parameters)
         self.started = clock()
         self._range_test: dict | None = None
