@@ -177,8 +177,7 @@ def _download(root: Path) -> None:
         raise DataError(
             f"CIFAR-10 is not in {root / BATCH_DIR} and could not be downloaded ({type(err).__name__}: {err}).\n"
             f"Put the standard '{BATCH_DIR}' folder (data_batch_1..5, test_batch, batches.meta) under {root}, "
-            "or set CIFAR10_ROOT to the folder that holds it. With this project's offline copy: "
-            f"python ../shared/data/cifar10_local.py {root}") from None
+            "or set CIFAR10_ROOT to the folder that holds it (docs/data.md: CIFAR-10 without network).") from None
 
 
 def load_cifar10(root: str | os.PathLike | None = None, download: bool = True,

@@ -33,8 +33,7 @@ def synthetic_root(tmp_path_factory) -> Path:
 def real_root() -> Path:
     """The real (offline JPEG-75) CIFAR-10 copy; skips the test when it is absent."""
     if not (REAL_ROOT / h.data.BATCH_DIR / h.data.TEST_FILE).exists():
-        pytest.skip(f"real CIFAR-10 not found under {REAL_ROOT} (set CIFAR10_ROOT or run "
-                    "python ../shared/data/cifar10_local.py data/)")
+        pytest.skip(f"real CIFAR-10 not found under {REAL_ROOT} (make data puts it there, or set CIFAR10_ROOT)")
     return REAL_ROOT
 
 # Notebooks under tests/ are data (hand-made outputs for the cleaner), not notebooks for `pytest --nbval` to run.

@@ -1,4 +1,5 @@
-"""The README results table: generated from run records, refusing smoke runs, and in step with results/."""
+"""The results tables (the README's and docs/results.md's): generated from run records, refusing smoke runs, and in
+step with results/."""
 import json
 import statistics
 
@@ -8,6 +9,7 @@ import torch
 import helpers as h
 from helpers import results
 
+COLUMNS_INDEX_TIME = results.COLUMNS.index("training time")
 NOTEBOOKS = sorted((h.PROJECT_ROOT / "notebooks").glob("0*.ipynb"))
 
 
@@ -35,25 +37,36 @@ def rows(readme_text):
     return {line.split(" | ")[0][2:]: [c.strip() for c in line.strip("| ").split(" | ")] for line in lines}
 
 
-@pytest.fixture
-def readme(tmp_path):
-    path = tmp_path / "README.md"
+def stale_page(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"# Title\n\nbefore\n\n{results.BEGIN}\nstale\n{results.END}\n\nafter\n")
     return path
 
 
-def test_readme_table_matches_the_records_in_results():
+@pytest.fixture
+def readme(tmp_path):
+    """A page of the full table (docs/results.md's kind) with a stale table between its markers."""
+    return stale_page(tmp_path / "page.md")
+
+
+def full_table(page, records):
+    results.update_page(page, results.details_section, records)
+    return rows(page.read_text())
+
+
+@pytest.mark.parametrize("name", list(results.PAGES))
+def test_both_tables_match_the_records_in_results(name):
     records = results.load_records(h.PROJECT_ROOT / "results")
-    assert results.readme_is_current(h.PROJECT_ROOT / "README.md", records), \
-        "README's results table is out of date: run python -m helpers.results"
+    assert results.page_is_current(h.PROJECT_ROOT / name, results.PAGES[name], records), \
+        f"{name}'s results table is out of date: run python -m helpers.results"
 
 
 def test_table_round_trips_hand_made_records(tmp_path, readme):
     make_record(tmp_path / "results", "01_resnet18_baseline", test_acc=0.9512)
     records = results.load_records(tmp_path / "results")
-    assert results.update_readme(readme, records) is True
-    assert results.update_readme(readme, records) is False  # idempotent
-    assert results.readme_is_current(readme, records)
+    assert results.update_page(readme, results.details_section, records) is True
+    assert results.update_page(readme, results.details_section, records) is False  # idempotent
+    assert results.page_is_current(readme, results.details_section, records)
     text = readme.read_text()
     assert text.startswith("# Title\n\nbefore\n\n") and text.endswith("\n\nafter\n") and "stale" not in text
     table = rows(text)
@@ -72,9 +85,8 @@ def test_table_round_trips_hand_made_records(tmp_path, readme):
     record["final_model"]["test_acc"] = 0.9490
     path.write_text(json.dumps(record))
     changed = results.load_records(tmp_path / "results")
-    assert not results.readme_is_current(readme, changed)
-    results.update_readme(readme, changed)
-    assert dict(zip(results.COLUMNS, rows(readme.read_text())["01"]))["verdict"] == "not met: accuracy short by 0.10%"
+    assert not results.page_is_current(readme, results.details_section, changed)
+    assert dict(zip(results.COLUMNS, full_table(readme, changed)["01"]))["verdict"] == "not met: accuracy short by 0.10%"
 
 
 def test_several_seeds_give_mean_and_standard_deviation_and_the_verdict_on_the_mean(tmp_path, readme):
@@ -83,8 +95,7 @@ def test_several_seeds_give_mean_and_standard_deviation_and_the_verdict_on_the_m
         make_record(tmp_path, seed=seed, test_acc=acc)
     assert sorted(p.name for p in tmp_path.glob("*.json")) == [
         "04_resnet9_onecycle.json", "04_resnet9_onecycle_seed1.json", "04_resnet9_onecycle_seed2.json"]
-    results.update_readme(readme, results.load_records(tmp_path))
-    cells = dict(zip(results.COLUMNS, rows(readme.read_text())["04"]))
+    cells = dict(zip(results.COLUMNS, full_table(readme, results.load_records(tmp_path))["04"]))
     mean, sd = statistics.mean(accuracies), statistics.stdev(accuracies)
     assert cells["test acc. (raw model)"] == f"{mean:.2%} ± {sd * 100:.2f} % (3 seeds)".replace("%", " %", 1)
     assert cells["verdict"] == "not met: accuracy short by 0.02%"  # mean 93.98 %: seeds at 94 % do not make the mean
@@ -94,15 +105,13 @@ def test_a_run_on_the_jpeg_copy_is_judged_beside_airbench94_on_the_same_copy(tmp
     reference = h.goals.JPEG_COPY
     lowered = 0.94 - reference.offset
     make_record(tmp_path, test_acc=round(lowered + 0.0005, 4), data_source=JPEG_COPY)  # misses 94 %, meets the rule
-    results.update_readme(readme, results.load_records(tmp_path))
-    cells = dict(zip(results.COLUMNS, rows(readme.read_text())["04"]))
+    cells = dict(zip(results.COLUMNS, full_table(readme, results.load_records(tmp_path))["04"]))
     assert cells["data"] == "re-encoded JPEG copy"
     assert cells["airbench94, same data"] == f"{reference.accuracy:.2%} (2 runs; 94.01 % on the original)".replace(
         "%", " %", 1)
     assert cells["verdict"] == f"met (goal {lowered:.2%} on this data)".replace("%", " %")
     make_record(tmp_path, test_acc=round(lowered - 0.0100, 4), data_source=JPEG_COPY)
-    results.update_readme(readme, results.load_records(tmp_path))
-    verdict = dict(zip(results.COLUMNS, rows(readme.read_text())["04"]))["verdict"]
+    verdict = dict(zip(results.COLUMNS, full_table(readme, results.load_records(tmp_path))["04"]))["verdict"]
     assert verdict.startswith("not met: accuracy short by 1.00%") and verdict.endswith("on this data)"), verdict
 
 
@@ -118,13 +127,43 @@ def test_smoke_and_partial_records_never_enter_the_table(tmp_path):
         results.load_records(tmp_path / "unknown")
 
 
-def test_command_line_check_and_rewrite(tmp_path, readme, capsys):
+def test_the_readme_table_is_narrow_and_links_the_details_and_the_weights(tmp_path):
+    device = json.loads(make_record(tmp_path / "results", "01_resnet18_baseline", test_acc=0.9512).read_text())["device"]
+    page = stale_page(tmp_path / "README.md")
+    results.update_page(page, results.readme_section, results.load_records(tmp_path / "results"))
+    table = rows(page.read_text())
+    assert list(table) == ["01", "02", "03", "04", "05"]
+    cells = dict(zip(results.SUMMARY_COLUMNS, table["01"]))
+    assert cells["test acc. (raw model)"] == "95.12 %" and cells["verdict"] == "met"
+    assert cells["goal"] == "≥ 95.0 % in ≤ 30 epochs"
+    assert cells["run"] == f"{device}, original CIFAR-10, 1.5 min of training; [details](docs/results.md)"
+    assert dict(zip(results.SUMMARY_COLUMNS, table["02"]))["test acc. (raw model)"] == "no full run yet"
+    assert "[the full table](docs/results.md)" in page.read_text()
+
+
+def test_the_full_table_links_from_docs_and_the_readme_from_the_project(tmp_path):
+    record = json.loads(make_record(tmp_path / "results").read_text())
+    record["release"] = {"released": True, "file": "weights/04_resnet9_onecycle.safetensors", "bytes": 13_160_412}
+    records = [record]
+    full = dict(zip(results.COLUMNS, results.table_row(4, h.goals.ASSIGNMENTS[record["name"]], records, "../")))
+    assert full["notebook"] == "[ResNet-9 one-cycle](../notebooks/04_resnet9_onecycle.ipynb)"
+    assert full["weights"] == ("[04_resnet9_onecycle.safetensors](../weights/04_resnet9_onecycle.safetensors) "
+                               "(13.2 MB)")
+    summary = dict(zip(results.SUMMARY_COLUMNS, results.summary_row(4, h.goals.ASSIGNMENTS[record["name"]], records)))
+    assert summary["run"].endswith("; [details](docs/results.md), [weights](weights/04_resnet9_onecycle.safetensors)")
+    assert results.table_row(4, h.goals.ASSIGNMENTS[record["name"]], [{**record, "wall_seconds": 9351}],
+                             "../")[COLUMNS_INDEX_TIME] == "2.6 h"
+
+
+def test_command_line_check_and_rewrite(tmp_path, capsys):
     make_record(tmp_path / "results")
-    args = ["--results", str(tmp_path / "results"), "--readme", str(readme)]
+    for name in results.PAGES:
+        stale_page(tmp_path / name)
+    args = ["--results", str(tmp_path / "results"), "--root", str(tmp_path)]
     assert results.main([*args, "--check"]) == 1
-    assert results.main(args) == 0 and "rewritten" in capsys.readouterr().out
+    assert results.main(args) == 0 and capsys.readouterr().out.count("rewritten") == len(results.PAGES)
     assert results.main([*args, "--check"]) == 0
-    readme.write_text("no markers\n")
+    (tmp_path / "docs" / "results.md").write_text("no markers\n")
     with pytest.raises(ValueError, match="markers"):
         results.main(args)
 
