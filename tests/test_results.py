@@ -86,7 +86,8 @@ def test_table_round_trips_hand_made_records(tmp_path, readme):
     path.write_text(json.dumps(record))
     changed = results.load_records(tmp_path / "results")
     assert not results.page_is_current(readme, results.details_section, changed)
-    assert dict(zip(results.COLUMNS, full_table(readme, changed)["01"]))["verdict"] == "not met: accuracy short by 0.10%"
+    verdict = dict(zip(results.COLUMNS, full_table(readme, changed)["01"]))["verdict"]
+    assert verdict == "not met: accuracy short by 0.10%"
 
 
 def test_several_seeds_give_mean_and_standard_deviation_and_the_verdict_on_the_mean(tmp_path, readme):
@@ -128,7 +129,8 @@ def test_smoke_and_partial_records_never_enter_the_table(tmp_path):
 
 
 def test_the_readme_table_is_narrow_and_links_the_details_and_the_weights(tmp_path):
-    device = json.loads(make_record(tmp_path / "results", "01_resnet18_baseline", test_acc=0.9512).read_text())["device"]
+    record = make_record(tmp_path / "results", "01_resnet18_baseline", test_acc=0.9512)
+    device = json.loads(record.read_text())["device"]
     page = stale_page(tmp_path / "README.md")
     results.update_page(page, results.readme_section, results.load_records(tmp_path / "results"))
     table = rows(page.read_text())
