@@ -151,10 +151,14 @@ def _read_folder(folder: Path, source: str) -> Cifar10:
 
 
 def shown_path(path: str | os.PathLike) -> str:
-    """`path` as a source line shows it: relative to the project when inside it, else to the home folder as
-    `~/...` (a run record or a stored output names no absolute path of the machine that made it), else as it is."""
+    """`path` as a source line shows it: relative to the project when inside it, else to the folder named by
+    `$CIFAR10_ROOT` as `$CIFAR10_ROOT/...`, else to the home folder as `~/...` (a run record or a stored output names
+    no absolute path of the machine that made it), else as it is."""
     resolved = Path(path).expanduser().resolve()
-    for root, prefix in ((PROJECT_ROOT, ""), (Path.home().resolve(), "~/")):
+    roots = [(PROJECT_ROOT, "")]
+    if os.environ.get("CIFAR10_ROOT"):
+        roots.append((Path(os.environ["CIFAR10_ROOT"]).expanduser().resolve(), "$CIFAR10_ROOT/"))
+    for root, prefix in (*roots, (Path.home().resolve(), "~/")):
         if resolved.is_relative_to(root):
             return prefix + str(resolved.relative_to(root))
     return str(path)

@@ -106,3 +106,8 @@ def test_bench_pipelines_are_the_notebooks_own(pipeline, monkeypatch):
     assert eval(augment, parameters) == pipeline.augment
     assert parameters["BATCH_SIZE"] == pipeline.batch_size
     assert re.search(r"h\.models\.(\w+)\(", "\n".join(code)).group(1) == pipeline.model
+
+
+def test_airbench_training_time_in_seconds_on_a_gpu_and_minutes_on_a_cpu():
+    assert bench.duration(2.9) == "2.9 s" and bench.duration(89.94) == "89.9 s" and bench.duration(90) == "1.5 min"
+    assert bench.duration(1530) == "25.5 min"

@@ -150,3 +150,11 @@ def test_source_says_when_the_images_were_decoded_from_jpeg_files(synthetic_root
     source = h.load_cifar10(tmp_path, download=False).source
     assert source.endswith("(decoded from JPEG files: a re-encoded copy such as the offline JPEG-75 one, "
                            "not the original pixels)")
+
+
+def test_source_names_the_data_folder_without_the_machines_absolute_path(synthetic_root, monkeypatch):
+    """A run record and a stored output say where the data was by $CIFAR10_ROOT (the GPU runner's /tmp folder, a
+    user's disk), relative to the project, or by ~/: never by an absolute path of the machine that made them."""
+    monkeypatch.setenv("CIFAR10_ROOT", str(synthetic_root))
+    assert h.load_cifar10(download=False).source.startswith(f"CIFAR-10 batch files in $CIFAR10_ROOT/{BATCH_DIR}")
+    assert h.shown_path(h.PROJECT_ROOT / "data" / BATCH_DIR) == f"data/{BATCH_DIR}"
