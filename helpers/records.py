@@ -1,6 +1,7 @@
 """Run records: one small JSON per full run under `results/`; `helpers.results` builds the README table from them."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -71,5 +72,34 @@ def save_run_record(name: str, model: nn.Module, history: History, *, data_sourc
     }
     path = record_path(name, seed, results_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
+    keep_released_record(path, superseded_by=record["finished"])
     path.write_text(json.dumps(record, indent=1))
     return path
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def keep_released_record(path: Path, superseded_by: str) -> Path | None:
+    """Before a new run's record replaces the one at `path`: if the old one vouches for the released weights still
+    held (its release's sha256 is the file's), keep it beside as `<stem>_<its finish date>_<time>.json`, marked
+    `superseded_by` the new run's finish time, so that those weights stay checkable (`release.check_release`)
+    while the results table shows the new run. Returns where it was kept, or None when nothing needs keeping."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    release = old.get("release") or {}
+    weights = PROJECT_ROOT / release.get("file", "")
+    if not release.get("released") or not weights.is_file() or sha256_of(weights) != release.get("sha256"):
+        return None
+    finished = old.get("finished", "")
+    kept = path.with_name(f"{path.stem}_{finished[:10]}_{finished[11:13]}{finished[14:16]}.json")
+    kept.write_text(json.dumps({**old, "superseded_by": superseded_by}, indent=1))
+    return kept

@@ -35,7 +35,7 @@ from .devices import device_name, select_device
 from .engine import History, softmax_views
 from .goals import ASSIGNMENTS
 from .loaders import make_eval_loader
-from .records import git_commit
+from .records import git_commit, sha256_of
 
 FORMAT = "cifar10-notebooks/released-model/1"
 SUFFIX = ".safetensors"
@@ -71,15 +71,6 @@ def _display(path: Path) -> str:
         return str(path.resolve().relative_to(PROJECT_ROOT))
     except ValueError:
         return str(path)
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """The hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def test_set_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
@@ -227,8 +218,8 @@ def release_model(name: str, model: nn.Module, data: Cifar10, device: torch.devi
     its run record `record` (`save_run_record`'s path) as "release": the file, its sha256 and size, and what the
     released weights measured, or why nothing was written. Prints one line either way; returns the entry.
     """
-    entry = _release(name, model, data, device, history, smoke, folder, model_kwargs)
     record = Path(record)
+    entry = _release(name, model, data, device, history, smoke, folder, model_kwargs, record.parent)
     content = json.loads(record.read_text())
     content["release"] = entry
     record.write_text(json.dumps(content, indent=1))
@@ -236,7 +227,7 @@ def release_model(name: str, model: nn.Module, data: Cifar10, device: torch.devi
 
 
 def _release(name: str, model: nn.Module, data: Cifar10, device: torch.device | str, history: History,
-             smoke: bool, folder: str | os.PathLike | None, model_kwargs: dict | None) -> dict:
+             smoke: bool, folder: str | os.PathLike | None, model_kwargs: dict | None, records: Path) -> dict:
     assignment = ASSIGNMENTS[name]
     path = release_path(name, folder)
     why_not = _not_a_full_run(data, smoke)
@@ -268,10 +259,20 @@ def _release(name: str, model: nn.Module, data: Cifar10, device: torch.device | 
     save_weights(path, twin, assignment.model, metadata, model_kwargs=model_kwargs)
     entry = {"released": True, "file": _display(path), "sha256": sha256_of(path), "bytes": path.stat().st_size,
              "model": assignment.model, "dtype": "float16", **measured}
+    _drop_superseded_releases(name, records, entry["sha256"])
     print(f"Released {entry['file']} ({entry['bytes'] / 1e6:.1f} MB, fp16, sha256 {entry['sha256'][:12]}…): "
           f"{measured['test_acc']:.2%} raw, {measured['test_acc_tta']:.2%} flip TTA on "
           f"{measured['test_images']:,} test images in fp32.")
     return entry
+
+
+def _drop_superseded_releases(name: str, records: Path, digest: str) -> None:
+    """Delete the records in `records` that an earlier run of `name` left only to vouch for weights it released
+    (`records.keep_released_record`) once a new file (sha256 `digest`) has replaced those weights."""
+    for path in records.glob(f"{name}_*.json"):
+        kept = json.loads(path.read_text())
+        if kept.get("name") == name and kept.get("superseded_by") and kept["release"]["sha256"] != digest:
+            path.unlink()
 
 
 def _not_a_full_run(data: Cifar10, smoke: bool) -> str:

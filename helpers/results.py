@@ -101,8 +101,14 @@ def _verdict(assignment: Assignment, records: list[dict]) -> str:
 
 
 def _raw_accuracy(records: list[dict]) -> str:
+    """The raw model's test accuracy (mean ± sd over seeds); on a copy of CIFAR-10 also what it corresponds to on
+    the original: the accuracy plus what the copy costs airbench94 (`DataReference.offset`)."""
+    accuracies = [r["final_model"]["test_acc"] for r in records]
     seeds = f" ({len(records)} seeds)" if len(records) > 1 else ""
-    return _percent([r["final_model"]["test_acc"] for r in records]) + seeds
+    reference = data_reference(records[0]["data"])
+    corrected = (f" (≈ {percent(statistics.mean(accuracies) + reference.offset)} on the original)"
+                 if reference else "")
+    return _percent(accuracies) + seeds + corrected
 
 
 def _devices(records: list[dict]) -> str:
@@ -114,15 +120,24 @@ def _data(records: list[dict]) -> str:
 
 
 def _training_time(records: list[dict]) -> str:
-    """The mean training wall time: minutes up to 90, hours beyond."""
+    """The mean training wall time: seconds under 90, minutes up to 90, hours beyond."""
     seconds = statistics.mean(r["wall_seconds"] for r in records)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
     return f"{seconds / 60:.1f} min" if seconds <= 90 * 60 else f"{seconds / 3600:.1f} h"
+
+
+def _current(records: list[dict]) -> list[dict]:
+    """The runs a row shows: all but those a newer run of the same notebook and seed replaced, which are kept only
+    to vouch for the weights they released (`records.keep_released_record`)."""
+    return [r for r in records if not r.get("superseded_by")]
 
 
 def table_row(number: int, assignment: Assignment, records: list[dict], root: str = "") -> list[str]:
     """The full table's cells for one notebook from its records (empty: no full run yet); links are relative to
     the page, `root` being the way from it to the project (`"../"` from docs/)."""
     link = f"[{assignment.title}]({root}notebooks/{assignment.name}.ipynb)"
+    released, records = records, _current(records)
     if not records:
         return [f"{number:02d}", link, *["—"] * 3, "no full run recorded yet", *["—"] * 4, _goal_text(assignment),
                 "—", assignment.reference, *["—"] * 6]
@@ -133,17 +148,17 @@ def table_row(number: int, assignment: Assignment, records: list[dict], root: st
             _maybe_percent(records, "test_acc_ema"), tta, _airbench_cell(data_reference(records[0]["data"])),
             _goal_text(assignment), _verdict(assignment, records), assignment.reference, _training_time(records),
             _devices(records), _data(records), _one_of([r["finished"][:10] for r in records]),
-            _one_of([_short_commit(r["git_commit"]) for r in records]), _weights_link(records, root)]
+            _one_of([_short_commit(r["git_commit"]) for r in records]), _weights_link(released, root)]
 
 
 def summary_row(number: int, assignment: Assignment, records: list[dict]) -> list[str]:
     """The README's cells for one notebook: goal, raw accuracy, verdict, and the run in a few words."""
     link = f"[{assignment.title}](notebooks/{assignment.name}.ipynb)"
+    released, records = _newest_released_run(records), _current(records)
     if not records:
         return [f"{number:02d}", link, _goal_text(assignment), "no full run yet", "—", "—"]
-    release = _newest_release(records)
     run = (f"{_devices(records)}, {_data(records)}, {_training_time(records)} of training; [details]({DETAILS})"
-           + (f", [weights]({release['file']})" if release else ""))
+           + (f", [weights]({released['release']['file']})" if released else ""))
     return [f"{number:02d}", link, _goal_text(assignment), _raw_accuracy(records), _verdict(assignment, records),
             run]
 
@@ -155,18 +170,22 @@ def _airbench_cell(reference: DataReference | None) -> str:
     return f"{percent(reference.accuracy)} ({reference.runs} runs; {percent(reference.original)} on the original)"
 
 
-def _newest_release(records: list[dict]) -> dict | None:
-    """The release of the newest record that released its weights (fp16 safetensors), or None."""
+def _newest_released_run(records: list[dict]) -> dict | None:
+    """The newest record that released its weights (fp16 safetensors), or None."""
     released = [r for r in records if (r.get("release") or {}).get("released")]
-    return max(released, key=lambda r: r["finished"])["release"] if released else None
+    return max(released, key=lambda r: r["finished"]) if released else None
 
 
 def _weights_link(records: list[dict], root: str = "") -> str:
-    """A link to the newest released file, named with its size, or '—'."""
-    release = _newest_release(records)
-    if release is None:
+    """A link to the newest released file, named with its size (and the run it came from when a newer run
+    replaced that one in the table), or '—'."""
+    run = _newest_released_run(records)
+    if run is None:
         return "—"
-    return f"[{Path(release['file']).name}]({root}{release['file']}) ({release['bytes'] / 1e6:.1f} MB)"
+    release = run["release"]
+    origin = (f"; from the run of {run['finished'][:10]} on {run['device']}, {percent(run['final_model']['test_acc'])}"
+              if run.get("superseded_by") else "")
+    return f"[{Path(release['file']).name}]({root}{release['file']}) ({release['bytes'] / 1e6:.1f} MB{origin})"
 
 
 def _table(columns: Sequence[str], row: Callable[[int, Assignment, list[dict]], list[str]],

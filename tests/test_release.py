@@ -123,6 +123,20 @@ def test_a_release_is_replaced_only_by_a_run_that_beats_it(store):
 
 # --- load ---------------------------------------------------------------------------------------------------------
 
+def test_a_newer_run_that_does_not_beat_the_release_keeps_the_record_that_vouches_for_it(store):
+    _, first, _ = store(LIGHT, test_acc=0.61)
+    _, second, record = store(LIGHT, test_acc=0.55)  # the same notebook and seed: the same record path
+    assert not second["released"]
+    kept = list(store.results.glob(f"{LIGHT}_*.json"))
+    assert len(kept) == 1, "the first run's record is kept beside, marked as replaced"
+    content = json.loads(kept[0].read_text())
+    assert content["superseded_by"] == json.loads(record.read_text())["finished"]
+    assert release.check_release(LIGHT)[1]["release"]["sha256"] == first["sha256"], "the weights stay checkable"
+    other = _trained_looking(h.models.FACTORIES[h.ASSIGNMENTS[LIGHT].model](), seed=5)
+    _, third, _ = store(LIGHT, model=other, test_acc=0.70)
+    assert third["released"] and not list(store.results.glob(f"{LIGHT}_*.json")), "replaced weights need no voucher"
+
+
 def test_load_pretrained_gives_the_released_weights_in_eval_mode(store):
     model, _, _ = store(LIGHT)
     loaded = h.load_pretrained(LIGHT, "cpu")

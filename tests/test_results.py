@@ -111,6 +111,9 @@ def test_a_run_on_the_jpeg_copy_is_judged_beside_airbench94_on_the_same_copy(tmp
     assert cells["airbench94, same data"] == f"{reference.accuracy:.2%} (2 runs; 94.01 % on the original)".replace(
         "%", " %", 1)
     assert cells["verdict"] == f"met (goal {lowered:.2%} on this data)".replace("%", " %")
+    corrected = round(lowered + 0.0005, 4) + reference.offset  # the accuracy as measured, and on the original's terms
+    assert cells["test acc. (raw model)"] == f"{lowered + 0.0005:.2%} (≈ {corrected:.2%} on the original)".replace(
+        "%", " %")
     make_record(tmp_path, test_acc=round(lowered - 0.0100, 4), data_source=JPEG_COPY)
     verdict = dict(zip(results.COLUMNS, full_table(readme, results.load_records(tmp_path))["04"]))["verdict"]
     assert verdict.startswith("not met: accuracy short by 1.00%") and verdict.endswith("on this data)"), verdict
@@ -183,3 +186,22 @@ def test_notebooks_state_and_judge_their_goal_from_the_one_table_of_goals(path):
             '                           data_source=data.source)') in code
     assert f'h.save_run_record("{path.stem}", model, history' in code.replace("\n    ", " ")
     assert "seed=SEED, smoke=SMOKE" in code
+
+
+def test_a_run_replaced_by_a_newer_one_links_only_the_weights_it_released(tmp_path):
+    """A record kept beside a newer run of the same notebook (`keep_released_record`) vouches for the released
+    file: the row shows the newer run's figures, and the weights cell says which run the file came from."""
+    kept = json.loads(make_record(tmp_path, test_acc=0.9128).read_text())
+    kept.update(superseded_by="2026-12-04T14:50:20+0000", device="cpu (AMD EPYC, 2 threads)",
+                release={"released": True, "file": "weights/04_resnet9_onecycle.safetensors", "bytes": 13_160_412})
+    newer = {**json.loads(make_record(tmp_path, test_acc=0.9088).read_text()), "device": "NVIDIA H200",
+             "release": {"released": False, "why": "not beaten"}}
+    assignment = h.goals.ASSIGNMENTS["04_resnet9_onecycle"]
+    full = dict(zip(results.COLUMNS, results.table_row(4, assignment, [kept, newer], "../")))
+    assert full["test acc. (raw model)"] == "90.88 %" and full["device"] == "NVIDIA H200"
+    assert full["weights"] == ("[04_resnet9_onecycle.safetensors](../weights/04_resnet9_onecycle.safetensors) "
+                               f"(13.2 MB; from the run of {kept['finished'][:10]} on cpu (AMD EPYC, 2 threads), "
+                               "91.28 %)")
+    summary = dict(zip(results.SUMMARY_COLUMNS, results.summary_row(4, assignment, [kept, newer])))
+    assert summary["test acc. (raw model)"] == "90.88 %"
+    assert summary["run"].endswith("[weights](weights/04_resnet9_onecycle.safetensors)")
