@@ -31,6 +31,7 @@ images, int64 labels, class names, as torch.save'd by its CifarLoader); `write_a
 
     python -m helpers.bench --out results/bench_cpu.md      # on a CPU: about 45 min, 30 of them airbench94
     python -m helpers.bench --out results/bench_cuda.md     # on a GPU machine; add --compile to compile models
+    python -m helpers.bench --compile-models --out results/bench_cuda_compile.md   # each model eager vs compiled
 """
 from __future__ import annotations
 
@@ -287,6 +288,35 @@ def paths_table(rows: Sequence[PathMeasurement]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class CompileMeasurement:
+    path: ModelPath
+    eager: float  # training images/s
+    compiled: float
+    compiled_seconds: float  # the compiled measurement's wall time, compilation (in its warm-up) included
+
+
+def measure_compile(path: ModelPath, images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int,
+                    repeats: int, warmup: int) -> CompileMeasurement:
+    """Training images/s of a notebook's model at its batch size on the tensor path (crop and flip), eager and
+    under `torch.compile`, in `fit`'s precision and memory format."""
+    loader = TensorLoader(images, labels, path.batch_size, train=True, device=device, augment=AUGMENT)
+    make_model = models.FACTORIES[path.model]
+    eager = train_throughput(make_model, loader, path.batch_size, device, steps, repeats, warmup)
+    began = time.perf_counter()
+    compiled = train_throughput(make_model, loader, path.batch_size, device, steps, repeats, warmup, compile=True)
+    return CompileMeasurement(path, eager, compiled, time.perf_counter() - began)
+
+
+def compile_table(rows: Sequence[CompileMeasurement]) -> str:
+    """Eager against compiled training images/s per model."""
+    lines = ["| model (notebooks), batch | training, eager | training, `torch.compile` | × | compiled run's wall time |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r.path.model} ({r.path.notebooks}), {r.path.batch_size} | {r.eager:,.0f} | {r.compiled:,.0f} | "
+              f"{r.compiled / r.eager:.2f} | {r.compiled_seconds:.0f} s |" for r in rows]
+    return "\n".join(lines)
+
+
 def eval_batches_table(rows: Sequence[PathMeasurement]) -> str:
     """The new path's evaluation images/s per model and batch size, the fastest in bold."""
     batches = list(rows[0].new_eval_by_batch)
@@ -532,6 +562,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers for (a), (b)")
     parser.add_argument("--data-only", action="store_true", help="measure the loaders without the model")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--compile-models", action="store_true",
+                        help="only the table of each notebook's model (--path-models) at its batch size, trained "
+                             "eager and under torch.compile on the tensor path (the GPU's short check)")
     parser.add_argument("--pipeline-images", type=int, default=None,
                         help="images per epoch of the notebook pipelines (default: 10,000 on CUDA, 1,024 elsewhere)")
     parser.add_argument("--train-pipelines", action=argparse.BooleanOptionalAction, default=None,
@@ -565,6 +598,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     steps = args.steps or (len(data.train_labels) // batch_size if cuda else 4)
     data_steps = args.data_steps or max(20, steps)
     warmup = args.warmup if args.warmup is not None else (20 if cuda else 1)
+    if args.compile_models:
+        return write_report(compile_models_report(data, device, args, steps, warmup), args.out, device)
     loaders = build_loaders(data.train_images, data.train_labels, batch_size, device, args.workers)
 
     path_rows = []
@@ -632,11 +667,34 @@ def main(argv: Sequence[str] | None = None) -> str:
         airbench_section(load_cifar10(args.data_root, download=False, synthetic_if_missing=True), device,
                          args.airbench_seeds) if not args.no_airbench else "airbench94: skipped (--no-airbench).",
         ""])
+    return write_report(report, args.out, device)
+
+
+def compile_models_report(data: Cifar10, device: torch.device, args: argparse.Namespace, steps: int,
+                          warmup: int) -> str:
+    """`--compile-models`: the eager-against-compiled table alone, as a report."""
+    rows = []
+    for path in (p for p in MODEL_PATHS if p.model in args.path_models):
+        rows.append(measure_compile(path, data.train_images, data.train_labels, device, steps, args.repeats, warmup))
+        print(f"{path.model}: training {rows[-1].eager:,.0f} images/s eager, {rows[-1].compiled:,.0f} compiled "
+              f"({rows[-1].compiled_seconds:.0f} s with compilation)", flush=True)
+    return "\n".join([
+        f"# torch.compile against eager training on {device_name(device)}", "",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}; torch {torch.__version__}; device {device}",
+        f"- data: {data.source} ({len(data.train_labels):,} training images)",
+        f"- each notebook's model at its batch size, the tensor path with crop and flip, precision "
+        f"{describe_precision(device)}; median of {args.repeats} chunks of {steps} steps after {warmup} warm-up "
+        "steps (compilation happens in the compiled run's warm-up)", "",
+        compile_table(rows), ""])
+
+
+def write_report(report: str, out: str | os.PathLike | None, device: torch.device) -> str:
+    """Print the report and write it as markdown (default: results/bench_<device type>.md); returns it."""
     print("\n" + report)
-    out = Path(args.out or PROJECT_ROOT / "results" / f"bench_{device.type}.md")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    print(f"Written to {out}")
+    path = Path(out or PROJECT_ROOT / "results" / f"bench_{device.type}.md")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report)
+    print(f"Written to {path}")
     return report
 
 

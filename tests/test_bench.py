@@ -111,3 +111,16 @@ def test_bench_pipelines_are_the_notebooks_own(pipeline, monkeypatch):
 def test_airbench_training_time_in_seconds_on_a_gpu_and_minutes_on_a_cpu():
     assert bench.duration(2.9) == "2.9 s" and bench.duration(89.94) == "89.9 s" and bench.duration(90) == "1.5 min"
     assert bench.duration(1530) == "25.5 min"
+
+
+def test_compile_models_writes_the_eager_against_compiled_table_alone(synthetic_root, tmp_path, monkeypatch):
+    """The plumbing of `--compile-models` (torch.compile itself is left out: compiling on 2 CPU cores takes
+    minutes): one row per chosen model, its batch size, both rates and their ratio; nothing else measured."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model: compiled.append(model) or model)
+    out = tmp_path / "compile.md"
+    report = bench.main(["--device", "cpu", "--data-root", str(synthetic_root), "--images", "256", "--steps", "1",
+                         "--repeats", "1", "--warmup", "0", "--compile-models", "--path-models", "lightnet",
+                         "--out", str(out)])
+    assert out.read_text() == report and len(compiled) == 1
+    assert "| lightnet (02), 128 | " in report and "Input pipelines" not in report and "airbench" not in report
