@@ -210,7 +210,8 @@ def _data_rule() -> str:
     return ("The goals are stated on the original CIFAR-10: a run on the re-encoded JPEG copy is judged against the "
             f"goal less what that copy costs airbench94 ({percent(DataReference.original)} on the original, "
             f"{percent(JPEG_COPY.accuracy)} on the copy, both with its TTA), the rule of "
-            "`helpers.goals.DataReference`.")
+            "`helpers.goals.DataReference`; the accuracy in brackets adds that cost back, the run in the original's "
+            "terms.")
 
 
 def readme_section(records: Sequence[dict]) -> str:
