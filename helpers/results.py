@@ -137,7 +137,7 @@ def table_row(number: int, assignment: Assignment, records: list[dict], root: st
     """The full table's cells for one notebook from its records (empty: no full run yet); links are relative to
     the page, `root` being the way from it to the project (`"../"` from docs/)."""
     link = f"[{assignment.title}]({root}notebooks/{assignment.name}.ipynb)"
-    released, records = records, _current(records)
+    every_run, records = records, _current(records)
     if not records:
         return [f"{number:02d}", link, *["—"] * 3, "no full run recorded yet", *["—"] * 4, _goal_text(assignment),
                 "—", assignment.reference, *["—"] * 6]
@@ -148,7 +148,7 @@ def table_row(number: int, assignment: Assignment, records: list[dict], root: st
             _maybe_percent(records, "test_acc_ema"), tta, _airbench_cell(data_reference(records[0]["data"])),
             _goal_text(assignment), _verdict(assignment, records), assignment.reference, _training_time(records),
             _devices(records), _data(records), _one_of([r["finished"][:10] for r in records]),
-            _one_of([_short_commit(r["git_commit"]) for r in records]), _weights_link(released, root)]
+            _one_of([_short_commit(r["git_commit"]) for r in records]), _weights_link(every_run, root)]
 
 
 def summary_row(number: int, assignment: Assignment, records: list[dict]) -> list[str]:
