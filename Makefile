@@ -68,7 +68,9 @@ verify: data
 	$(PY) -m helpers.verify $(NAMES) $(if $(QUICK),--quick)
 
 # The GPU machine's bundle (../shared/gpu/README.md) plus the safetensors wheel, which its wheel list lacks and a
-# full run needs to release its weights (without it the run record is kept and the release is skipped).
+# full run needs to release its weights (without it the run record is kept and the release is skipped), less the
+# debugpy and jedi wheels (10 MB: ipykernel and IPython run without them, a papermill run checked here), so that a
+# call's copy, within the run tool's 64 MiB, holds a ResNet18's released file (tools/gpu-weights.sh).
 GPU_BUNDLE_SCRIPT ?= ../shared/gpu/bundle.sh
 gpu-bundle:
 	@test -f $(GPU_BUNDLE_SCRIPT) || { echo "make gpu-bundle is for this project's offline GPU runner: it needs \
@@ -77,6 +79,7 @@ gpu-bundle:
 	bash $(GPU_BUNDLE_SCRIPT)
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux2014_x86_64 -d .gpu-bundle/whl $$(grep -m1 '^safetensors==' requirements.txt)
+	rm -f .gpu-bundle/whl/debugpy-*.whl .gpu-bundle/whl/jedi-*.whl
 
 # The tests, in both environments: ours (.venv, requirements.txt) and Colab's (.venv-colab). Without a Python 3.13
 # the Colab twin is skipped with a one-line notice and `make test` passes on the main suite alone; where CI is set
