@@ -9,17 +9,24 @@ other two get widget bars, as in JupyterLab or Colab. Then:
 - the training cell says a few lines per epoch;
 - `pytest --nbval` in strict mode, the design card's command, passes on these executed copies: each cell whose
   output depends on the data, device or run is tagged `nbval-ignore-output`, and the rest (model summaries,
-  receptive fields, parameter groups, the presence of each figure) must come out the same.
+  receptive fields, parameter groups, the presence of each figure) must come out the same. A notebook stored with a
+  full run's outputs is left to `make test`'s nbval, which compares a new smoke run with those outputs themselves.
+- a second run of notebook 03 with the same seed gives the same LR suggestion, history and plots.
+Each notebook is executed once, in its own folder; under pytest-xdist (`make test`) all of one notebook's tests run
+in one worker (the `xdist_group` mark), the notebooks side by side.
 """
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
 import struct
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -40,31 +47,49 @@ MAX_WIDTH = 1600  # pixels: matplotlib's 100 dpi; GitHub scales a notebook's ima
 MAX_IMAGE_BYTES = 200_000  # the largest, a grid of 25 images, is ~140 kB here (synthetic noise) and ~110 kB on CIFAR-10
 
 
-@pytest.fixture(scope="module")
-def executed(tmp_path_factory) -> dict[str, nbformat.NotebookNode]:
-    """Each notebook executed in smoke mode through `execute`, saved without papermill's injected-parameters
-    cell (as a full run, which overrides nothing, is saved) into one folder beside a copy of notebooks/conftest.py:
-    name -> notebook."""
-    folder = tmp_path_factory.mktemp("executed")
+STORED_RUNS = {p.stem for p in NOTEBOOKS if '"output_type"' in p.read_text()}  # as the Makefile's STORED_RUNS
+
+
+@dataclass
+class Executed:
+    name: str
+    notebook: nbformat.NotebookNode
+    folder: Path  # the executed copy beside a copy of notebooks/conftest.py, and its run record
+
+
+def execute_smoke(name: str, folder: Path, tmp_path_factory) -> nbformat.NotebookNode:
+    """The notebook executed in smoke mode through `execute` into `folder`, its run record there too, saved without
+    papermill's injected-parameters cell (as a full run, which overrides nothing, is saved)."""
+    path = NOTEBOOK_DIR / f"{name}.ipynb"
     shutil.copy(NOTEBOOK_DIR / "conftest.py", folder)
-    no_widgets = tmp_path_factory.mktemp("no-ipywidgets")
-    (no_widgets / "ipywidgets.py").write_text("raise ImportError('ipywidgets is not installed here')\n")
-    for path in NOTEBOOKS:
-        with pytest.MonkeyPatch.context() as environment:
-            environment.setenv("SMOKE", "1")
-            environment.setenv("MPLBACKEND", "Agg")
-            if path.stem in TEXT_BARS:
-                environment.setenv("PYTHONPATH", str(no_widgets), prepend=os.pathsep)
-            execute(path, folder / path.name, parameters={"SEED": 1, "EPOCHS": EPOCHS}, cwd=str(NOTEBOOK_DIR),
-                    progress_bar=False)
-    notebooks = {}
-    for path in NOTEBOOKS:
-        notebook = nbformat.read(folder / path.name, as_version=4)
-        notebook.cells = [c for c in notebook.cells if "injected-parameters" not in c.metadata.get("tags", [])]
-        nbformat.write(notebook, folder / path.name)
-        notebooks[path.stem] = notebook
-    notebooks["folder"] = folder
-    return notebooks
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("SMOKE", "1")
+        environment.setenv("MPLBACKEND", "Agg")
+        if name in TEXT_BARS:
+            no_widgets = tmp_path_factory.mktemp("no-ipywidgets")
+            (no_widgets / "ipywidgets.py").write_text("raise ImportError('ipywidgets is not installed here')\n")
+            environment.setenv("PYTHONPATH", str(no_widgets), prepend=os.pathsep)
+        execute(path, folder / path.name, parameters={"SEED": 1, "EPOCHS": EPOCHS, "RESULTS_DIR": str(folder)},
+                cwd=str(NOTEBOOK_DIR), progress_bar=False)
+    notebook = nbformat.read(folder / path.name, as_version=4)
+    notebook.cells = [c for c in notebook.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    nbformat.write(notebook, folder / path.name)
+    return notebook
+
+
+@pytest.fixture(scope="session")
+def executions() -> dict[str, Executed]:
+    return {}
+
+
+@pytest.fixture(params=list(FIGURES))
+def executed(request, executions, tmp_path_factory) -> Executed:
+    """The notebook executed once per session (under pytest-xdist, in the worker that runs its group)."""
+    name = request.param
+    if name not in executions:
+        folder = tmp_path_factory.mktemp(f"executed-{name}")
+        executions[name] = Executed(name, execute_smoke(name, folder, tmp_path_factory), folder)
+    return executions[name]
 
 
 def code_cells(notebook):
@@ -78,23 +103,21 @@ def png_size(encoded: str) -> tuple[int, int, int]:
     return width, height, len(data)
 
 
-@pytest.mark.parametrize("name", FIGURES)
-def test_every_figure_is_saved_as_a_png_of_a_readable_size(executed, name):
-    notebook = executed[name]
+def test_every_figure_is_saved_as_a_png_of_a_readable_size(executed):
+    notebook = executed.notebook
     images = {i: [o.data["image/png"] for o in c.outputs if "image/png" in o.get("data", {})]
               for i, c in enumerate(code_cells(notebook))}
     plotting = [i for i, c in enumerate(code_cells(notebook)) if PLOTTING.search(c.source)]
     assert plotting and all(images[i] for i in plotting), f"plotting cells without a figure: " \
         f"{[i for i in plotting if not images[i]]}"
-    assert sum(map(len, images.values())) == FIGURES[name]
+    assert sum(map(len, images.values())) == FIGURES[executed.name]
     for image in (image for cell in images.values() for image in cell):
         width, height, size = png_size(image)
         assert width <= MAX_WIDTH and size <= MAX_IMAGE_BYTES, (width, height, size)
 
 
-@pytest.mark.parametrize("name", FIGURES)
-def test_outputs_hold_no_bar_redraws_widgets_or_warnings(executed, name):
-    notebook = executed[name]
+def test_outputs_hold_no_bar_redraws_widgets_or_warnings(executed):
+    notebook = executed.notebook
     for cell in code_cells(notebook):
         for output in cell.outputs:
             assert output.output_type != "error", output
@@ -105,26 +128,44 @@ def test_outputs_hold_no_bar_redraws_widgets_or_warnings(executed, name):
     assert clean_outputs(nbformat.from_dict(notebook)) == notebook, "cleaning it again changes nothing"
 
 
-@pytest.mark.parametrize("name", FIGURES)
-def test_the_training_cell_says_a_few_lines_per_epoch(executed, name):
-    [training] = [c for c in code_cells(executed[name]) if "h.fit(" in c.source]
+def test_the_training_cell_says_a_few_lines_per_epoch(executed):
+    [training] = [c for c in code_cells(executed.notebook) if "h.fit(" in c.source]
     lines = "".join(o.text for o in training.outputs if o.output_type == "stream").splitlines()
     assert any(line.startswith("training: ") for line in lines), "the epochs' bar, in its final state"
     assert not any(line.startswith("epoch ") for line in lines), "each epoch's own bar closed itself"
     assert len(lines) <= 2 * EPOCHS + 5, lines
 
 
-def test_pytest_nbval_strict_passes_on_executed_notebooks(executed):
+def test_pytest_nbval_strict_passes_on_the_executed_notebook(executed):
     """The design card's `pytest --nbval` compares every untagged cell's output with the stored one; a new smoke
-    run (other seed, other epochs, and no MPLBACKEND) must agree with these executed copies."""
-    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    run (other seed, other epochs, and no MPLBACKEND) must agree with this executed copy."""
+    if executed.name in STORED_RUNS:
+        pytest.skip("stored with a full run's outputs: make test's nbval compares a new smoke run with those")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND" and not k.startswith("PYTEST_XDIST")}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", f"--nbval-sanitize-with={SANITIZE}",
-         "-p", "no:cacheprovider", "-q", "--rootdir", str(executed["folder"]), str(executed["folder"])],
-        env={**env, "SMOKE": "1"}, capture_output=True, text=True, cwd=executed["folder"])
+         "-p", "no:cacheprovider", "-q", "--rootdir", str(executed.folder), str(executed.folder)],
+        env={**env, "SMOKE": "1"}, capture_output=True, text=True, cwd=executed.folder)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
-    assert re.search(rf"\b{sum(len(code_cells(executed[n])) for n in FIGURES)} passed\b", done.stdout), \
-        done.stdout[-2000:]
+    assert re.search(rf"\b{len(code_cells(executed.notebook))} passed\b", done.stdout), done.stdout[-2000:]
+
+
+def images_of(notebook: nbformat.NotebookNode) -> list[str]:
+    return [o.data["image/png"] for c in code_cells(notebook) for o in c.outputs if "image/png" in o.get("data", {})]
+
+
+@pytest.mark.parametrize("executed", ["03_resnet18_lrfinder_gradcam"], indirect=True)
+def test_a_second_run_with_the_same_seed_is_the_same(executed, tmp_path_factory):
+    """Every random stream before and outside `fit` (the augmentation preview's and the range test's albumentations
+    draws, shuffling, initialization) is seeded from SEED: notebook 03 run again gives the same LR suggestion, the
+    same history and the same plots."""
+    folder = tmp_path_factory.mktemp("again")
+    again = execute_smoke(executed.name, folder, tmp_path_factory)
+    first, second = (json.loads(next(f.glob(f"{executed.name}*.json")).read_text()) for f in (executed.folder, folder))
+    assert first["suggested_lr"] == second["suggested_lr"]
+    drop_time = [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in first["history"]]
+    assert drop_time == [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in second["history"]]
+    assert len(images_of(executed.notebook)) >= 6 and images_of(executed.notebook) == images_of(again)
 
 
 def test_a_stored_runs_papermill_overrides_are_shown_but_not_rerun(tmp_path):
