@@ -96,22 +96,17 @@ test:
 # In test-main, nbval takes only the notebooks stored with a run's outputs (whose untagged cells a new smoke run must
 # give again): tests/test_executed_notebooks.py executes every notebook, strict nbval included, so the notebooks
 # stored without outputs would otherwise run once more for nothing.
-# Both suites run in pytest-xdist workers, one per core, each torch on one thread (OMP_NUM_THREADS=1: OpenMP threads
-# of two workers on the same cores spin-wait on each other); one notebook's nbval cells, and one executed notebook's
-# tests, stay in one worker (`--dist loadgroup` and the conftest files' xdist_group marks).
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval-sanitize.cfg
-XDIST := -n auto --dist loadgroup
 STORED_RUNS = $(shell grep -l '"output_type"' notebooks/0*.ipynb)
 test-main: setup
-	SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest $(patsubst notebooks,$(STORED_RUNS),$(TESTS)) $(NBVAL) $(XDIST) \
-		-p no:cacheprovider --durations=15
+	SMOKE=1 $(PY) -m pytest $(patsubst notebooks,$(STORED_RUNS),$(TESTS)) $(NBVAL) -p no:cacheprovider --durations=15
 
 # The same unit tests and notebook smoke runs in the Colab-equivalent environment (the real-data test and the
 # committed releases' check on the real data, which measure learning and the weights rather than the environment,
 # and the second execution of every notebook through `make run`'s path, with the two-run reproducibility test, run
 # in test-main only).
 test-colab: setup-colab
-	SMOKE=1 OMP_NUM_THREADS=1 $(COLAB_VENV)/bin/python -m pytest $(TESTS) $(NBVAL) $(XDIST) -p no:cacheprovider \
+	SMOKE=1 $(COLAB_VENV)/bin/python -m pytest $(TESTS) $(NBVAL) -p no:cacheprovider \
 		--ignore=tests/test_real_data.py --ignore=tests/test_executed_notebooks.py \
 		-k "not committed_release_reproduces" --durations=5
 
