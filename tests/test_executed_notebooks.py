@@ -85,14 +85,16 @@ def executions() -> dict[str, Executed]:
 
 @pytest.fixture(params=list(FIGURES))
 def executed(request, executions, tmp_path_factory) -> Executed:
-    """The notebook as stored when it holds a full run's outputs, else executed once per session."""
+    """The notebook as stored when it holds a full run's outputs, else executed; either once per session."""
     name = request.param
+    if name in executions:
+        return executions[name]
     if name in STORED_RUNS:
         notebook = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
         parameters = next(c.source for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
         epochs = int(re.search(r"^EPOCHS = .* else (\d+)", parameters, re.MULTILINE).group(1))  # the full run's
-        return Executed(name, notebook, NOTEBOOK_DIR, epochs)
-    if name not in executions:
+        executions[name] = Executed(name, notebook, NOTEBOOK_DIR, epochs)
+    else:
         folder = tmp_path_factory.mktemp(f"executed-{name}")
         executions[name] = Executed(name, execute_smoke(name, folder, tmp_path_factory), folder, EPOCHS)
     return executions[name]
