@@ -17,10 +17,13 @@ It is idempotent: a clean notebook comes out unchanged.
 from __future__ import annotations
 
 import argparse
+import functools
 import html
 import os
 import re
 import sys
+import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -66,6 +69,33 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+@functools.cache
+def local_kernel_manager(base: type | None = None) -> type:
+    """A kernel manager class whose kernels talk over local (IPC) sockets where the system has them (not Windows),
+    each kernel's under names of its own in the temporary folder. `base`: a jupyter_client kernel manager class
+    (default: `AsyncKernelManager`, which `execute` uses; the tests give nbval's `KernelManager`)."""
+    from jupyter_client.localinterfaces import localhost
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class LocalKernelManager(base or AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self) -> str:
+            return "tcp" if os.name == "nt" else "ipc"
+
+        @default("ip")
+        def _default_ip(self) -> str:
+            # jupyter_client names IPC sockets "kernel-ipc-1" to "-5" in the working directory, numbered by the
+            # first names not yet on disk: two kernels starting at once from one folder (two test workers, two
+            # `make run`s) could take the same names and read each other's messages ("Invalid Signature"). TCP
+            # ports are no better: chosen free, then released until the kernel binds them.
+            if self.transport == "ipc":
+                return os.path.join(tempfile.gettempdir(), f"kernel-{uuid.uuid4().hex}-ipc")
+            return localhost()
+
+    return LocalKernelManager
+
+
 def execute(notebook: str | os.PathLike | NotebookNode, output: str | os.PathLike, **papermill_kwargs) -> None:
     """Execute `notebook` with papermill into `output` and `clean` it (also when a cell fails).
 
@@ -74,18 +104,11 @@ def execute(notebook: str | os.PathLike | NotebookNode, output: str | os.PathLik
     warning about them.
     """
     import papermill
-    from jupyter_client.manager import AsyncKernelManager
-    from traitlets import default
-
-    class LocalKernelManager(AsyncKernelManager):
-        @default("transport")
-        def _default_transport(self) -> str:
-            return "tcp" if os.name == "nt" else "ipc"
 
     source = notebook if isinstance(notebook, NotebookNode) else str(notebook)
     try:
         with _environment(KERNEL_ENVIRONMENT):
-            papermill.execute_notebook(source, str(output), kernel_manager_class=LocalKernelManager,
+            papermill.execute_notebook(source, str(output), kernel_manager_class=local_kernel_manager(),
                                        **papermill_kwargs)
     finally:
         if Path(output).exists():
