@@ -86,9 +86,11 @@ gpu-bundle:
 # (.ci/run sets it) a missing 3.13 is an error, before any test runs.
 test:
 	@if [ -z "$(COLAB_PYTHON)" ] && [ -n "$$CI" ]; then echo "CI runs the Colab twin: $(NO_COLAB_PYTHON)" >&2; exit 1; fi
-	@$(MAKE) --no-print-directory test-main
-	@if [ -n "$(COLAB_PYTHON)" ]; then $(MAKE) --no-print-directory test-colab; \
-	else echo "Colab twin skipped: $(NO_COLAB_PYTHON). The main suite above ran and passed."; fi
+	@if [ -n "$(COLAB_PYTHON)" ]; then \
+	  echo "The main suite and the Colab twin run side by side; each one's output shows when it ends."; \
+	  $(MAKE) --no-print-directory -j2 --output-sync=target test-main test-colab; \
+	else $(MAKE) --no-print-directory test-main && \
+	  echo "Colab twin skipped: $(NO_COLAB_PYTHON). The main suite above ran and passed."; fi
 
 # Unit tests of every helper, then every notebook end to end in smoke mode (synthetic data, CPU), as on a fresh
 # machine; the real-data test runs when data/ (or $$CIFAR10_ROOT) holds CIFAR-10, and skips otherwise. nbval in
@@ -96,18 +98,25 @@ test:
 # In test-main, nbval takes only the notebooks stored with a run's outputs (whose untagged cells a new smoke run must
 # give again): tests/test_executed_notebooks.py executes every notebook, strict nbval included, so the notebooks
 # stored without outputs would otherwise run once more for nothing.
+# Both suites run in pytest-xdist workers, one per core, each torch on one thread (OMP_NUM_THREADS=1: OpenMP threads
+# of two workers on the same cores spin-wait on each other); one notebook's nbval cells, and one executed notebook's
+# tests, stay in one worker (`--dist loadgroup` and the conftest files' xdist_group marks). `make test` runs the two
+# suites side by side: their four single-threaded workers keep both cores busy to the end, where one suite alone
+# leaves a core idle behind its longest test.
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval-sanitize.cfg
+XDIST := -n auto --dist loadgroup
 STORED_RUNS = $(shell grep -l '"output_type"' notebooks/0*.ipynb)
 test-main: setup
-	SMOKE=1 $(PY) -m pytest $(patsubst notebooks,$(STORED_RUNS),$(TESTS)) $(NBVAL) -p no:cacheprovider --durations=15
+	SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest $(patsubst notebooks,$(STORED_RUNS),$(TESTS)) $(NBVAL) $(XDIST) \
+		-p no:cacheprovider --durations=15
 
 # The same unit tests and notebook smoke runs in the Colab-equivalent environment (the real-data test and the
 # committed releases' check on the real data, which measure learning and the weights rather than the environment,
 # and the second execution of every notebook through `make run`'s path, with the two-run reproducibility test, run
-# in test-main only).
+# in test-main only; so do the Makefile's own tests, whose `make test` runs .venv's pytest from either).
 test-colab: setup-colab
-	SMOKE=1 $(COLAB_VENV)/bin/python -m pytest $(TESTS) $(NBVAL) -p no:cacheprovider \
-		--ignore=tests/test_real_data.py --ignore=tests/test_executed_notebooks.py \
+	SMOKE=1 OMP_NUM_THREADS=1 $(COLAB_VENV)/bin/python -m pytest $(TESTS) $(NBVAL) $(XDIST) -p no:cacheprovider \
+		--ignore=tests/test_real_data.py --ignore=tests/test_executed_notebooks.py --ignore=tests/test_makefile.py \
 		-k "not committed_release_reproduces" --durations=5
 
 test-fast: setup

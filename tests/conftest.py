@@ -36,5 +36,15 @@ def real_root() -> Path:
         pytest.skip(f"real CIFAR-10 not found under {REAL_ROOT} (make data puts it there, or set CIFAR10_ROOT)")
     return REAL_ROOT
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the marks
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (`make test`: `--dist loadgroup`), the tests of one executed notebook
+    (test_executed_notebooks.py's `executed` fixture) run in one worker, so that the notebook is executed once."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "executed" in callspec.params:
+            item.add_marker(pytest.mark.xdist_group(f"executed-{callspec.params['executed']}"))
+
+
 # Notebooks under tests/ are data (hand-made outputs for the cleaner), not notebooks for `pytest --nbval` to run.
 collect_ignore_glob = ["fixtures/*.ipynb"]

@@ -13,7 +13,8 @@ get widget bars, as in JupyterLab or Colab. Then:
   receptive fields, parameter groups, the presence of each figure) must come out the same. A notebook stored with a
   full run's outputs is left to `make test`'s nbval, which compares a new smoke run with those outputs themselves.
 - a second run of notebook 03 with the same seed gives the same LR suggestion, history and plots.
-Each notebook is executed at most once, in its own folder.
+Each notebook is executed at most once, in its own folder; under pytest-xdist (`make test`) all of one notebook's
+tests run in one worker (the `xdist_group` mark), the notebooks side by side.
 """
 from __future__ import annotations
 
@@ -85,7 +86,8 @@ def executions() -> dict[str, Executed]:
 
 @pytest.fixture(params=list(FIGURES))
 def executed(request, executions, tmp_path_factory) -> Executed:
-    """The notebook as stored when it holds a full run's outputs, else executed; either once per session."""
+    """The notebook as stored when it holds a full run's outputs, else executed; either once per session (under
+    pytest-xdist, in the worker that runs its group)."""
     name = request.param
     if name in executions:
         return executions[name]
@@ -149,7 +151,7 @@ def test_pytest_nbval_strict_passes_on_the_executed_notebook(executed):
     run (other seed, other epochs, and no MPLBACKEND) must agree with this executed copy."""
     if executed.name in STORED_RUNS:
         pytest.skip("stored with a full run's outputs: make test's nbval compares a new smoke run with those")
-    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND" and not k.startswith("PYTEST_XDIST")}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", f"--nbval-sanitize-with={SANITIZE}",
          "-p", "no:cacheprovider", "-q", "--rootdir", str(executed.folder), str(executed.folder)],

@@ -23,10 +23,11 @@ NOTICE = "Colab twin skipped: no Python 3.13 found for the Colab twin (.venv-col
 
 
 def run_make_test(tmp_path, how: str, ci: bool) -> subprocess.CompletedProcess:
-    """`make test` on the main suite cut to tests/test_schedules.py, with no Python 3.13 to be had."""
+    """`make test` on the main suite cut to tests/test_schedules.py, in one process (`XDIST=`), with no Python 3.13
+    to be had."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "CI", "COLAB_PYTHON", "TESTS")}
-    variables = ["TESTS=tests/test_schedules.py"]
+    variables = ["TESTS=tests/test_schedules.py", "XDIST="]
     if how == "command line":
         variables.append("COLAB_PYTHON=")
     else:  # nothing to find: no pyenv under HOME, nothing on the PATH (the recipes name their programs)
