@@ -36,14 +36,26 @@ def real_root() -> Path:
         pytest.skip(f"real CIFAR-10 not found under {REAL_ROOT} (make data puts it there, or set CIFAR10_ROOT)")
     return REAL_ROOT
 
+
+# The longest tests, started first: pytest-xdist hands out tests in this order, so a late long one would run alone
+# at the end while the other worker idles (the real-data test takes 2 to 4 minutes on one thread).
+LONGEST_FIRST = ("tests/test_real_data.py", "executed-03_resnet18_lrfinder_gradcam", "executed-05_kaggle_resnet")
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the marks
 def pytest_collection_modifyitems(items):
     """Under pytest-xdist (`make test`: `--dist loadgroup`), the tests of one executed notebook
-    (test_executed_notebooks.py's `executed` fixture) run in one worker, so that the notebook is executed once."""
+    (test_executed_notebooks.py's `executed` fixture) run in one worker, so that the notebook is executed once; the
+    longest tests come first (`LONGEST_FIRST`)."""
+    def rank(item) -> int:
+        names = [item.nodeid.split("::")[0]] + [m.args[0] for m in item.iter_markers("xdist_group")]
+        return next((i for i, long in enumerate(LONGEST_FIRST) if long in names), len(LONGEST_FIRST))
+
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "executed" in callspec.params:
             item.add_marker(pytest.mark.xdist_group(f"executed-{callspec.params['executed']}"))
+    items.sort(key=rank)
 
 
 # Notebooks under tests/ are data (hand-made outputs for the cleaner), not notebooks for `pytest --nbval` to run.
