@@ -270,7 +270,19 @@ def run_in_full(path: Path, parameters: dict | None) -> Path:
               f"and released weights are unchanged until the run finishes).", flush=True)
         return partial
     os.replace(partial, path)
+    name_stored_run(path)
     return path
+
+
+def name_stored_run(path: Path) -> None:
+    """Point the papermill metadata of the finished run stored at `path` at `path` itself, project-relative: papermill
+    wrote the absolute path of its executed copy in `runs/partial/`, a path of this machine."""
+    notebook = nbformat.read(path, as_version=4)
+    stored = path.resolve()
+    root = PROJECT_ROOT.resolve()
+    shown = str(stored.relative_to(root)) if stored.is_relative_to(root) else shown_path(stored)
+    notebook.metadata.setdefault("papermill", {})["output_path"] = shown
+    nbformat.write(notebook, path)
 
 
 def launch(path: Path, device: torch.device, force: bool, minutes: float, hours: float | None = None) -> Path:

@@ -91,6 +91,7 @@ def executed(monkeypatch, tmp_path):
     def execute_notebook(notebook, output, parameters=None, cwd=None, **kwargs):
         calls.append((notebook, output, parameters, cwd))
         node = notebook if isinstance(notebook, nbformat.NotebookNode) else read(notebook)
+        node.metadata["papermill"] = {"output_path": str(Path(output).resolve())}  # as papermill writes it
         if calls.errors:  # papermill heads a failed notebook with its "An Exception was encountered" cell
             error_cell = nbformat.v4.new_markdown_cell("An Exception was encountered")
             error_cell.metadata["tags"] = ["papermill-error-cell-tag"]
@@ -154,6 +155,7 @@ def test_forced_or_on_cuda_make_run_runs_the_full_notebook_and_keeps_it_when_it_
     partial = tmp_path / "runs" / "partial" / nb.name
     assert [(str(a), str(b), p) for a, b, p, _ in executed] == [(str(nb), str(partial), None)] * 2
     assert nb.exists() and not partial.exists(), "the finished run's executed copy replaced the stored notebook"
+    assert read(nb).metadata["papermill"]["output_path"] == "notebooks/" + nb.name, "no path of this machine"
 
 
 def test_make_run_with_hours_runs_in_sittings_and_keeps_a_stopped_one_apart(executed, capsys, tmp_path):
