@@ -278,10 +278,7 @@ def name_stored_run(path: Path) -> None:
     """Point the papermill metadata of the finished run stored at `path` at `path` itself, project-relative: papermill
     wrote the absolute path of its executed copy in `runs/partial/`, a path of this machine."""
     notebook = nbformat.read(path, as_version=4)
-    stored = path.resolve()
-    root = PROJECT_ROOT.resolve()
-    shown = str(stored.relative_to(root)) if stored.is_relative_to(root) else shown_path(stored)
-    notebook.metadata.setdefault("papermill", {})["output_path"] = shown
+    notebook.metadata.setdefault("papermill", {})["output_path"] = shown_path(path)
     nbformat.write(notebook, path)
 
 

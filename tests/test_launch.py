@@ -146,6 +146,7 @@ def test_without_cuda_make_run_estimates_and_runs_a_labelled_quick_run(executed,
 def test_forced_or_on_cuda_make_run_runs_the_full_notebook_and_keeps_it_when_it_finishes(executed, monkeypatch,
                                                                                          tmp_path):
     nb = copied(NOTEBOOKS[3], tmp_path)
+    monkeypatch.setattr("helpers.data.PROJECT_ROOT", tmp_path)  # the copy's project, as `shown_path` sees it
     launch.main([str(nb), "--device", "cpu", "--force"])
     monkeypatch.setattr(launch, "select_device", lambda preferred=None: torch.device("cuda"))
     monkeypatch.setattr(launch, "device_name", lambda device: "a CUDA GPU")
