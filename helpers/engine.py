@@ -4,9 +4,11 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Literal
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 METRICS = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
            "val_loss_ema", "val_acc_ema", "test_loss_ema", "test_acc_ema", "seconds")
+_SPLIT_METRIC = re.compile(r"(train|val|test)_(loss|acc)(_ema)?")  # a metric's split, measure and EMA suffix
 
 
 class TrainingDiverged(RuntimeError):
@@ -104,16 +107,27 @@ class History:
         return self.records[-1][metric] if self.records else None
 
     def table(self) -> str:
-        """The log as a fixed-width text table (epoch, LR, train/val/test loss and accuracy, EMA, seconds)."""
-        cols = ["epoch", *METRICS]
-        present = [c for c in cols if any(r[c] is not None for r in self.records)]
+        """The log as a fixed-width text table, narrow enough not to wrap in a rendered notebook: epoch, LR, loss
+        and accuracy of each split (train, val, test, val EMA, test EMA) under the split's name, seconds."""
+        present = [c for c in ("epoch", *METRICS) if any(r[c] is not None for r in self.records)]
         fmt = {"epoch": "{:d}", "lr": "{:.2e}", "seconds": "{:.1f}"}
-        width = {c: max(9, len(c)) for c in present}
-        lines = [" ".join(f"{c:>{width[c]}}" for c in present)]
-        for r in self.records:
-            cells = ["-" if r[c] is None else fmt.get(c, "{:.4f}").format(r[c]) for c in present]
-            lines.append(" ".join(f"{text:>{width[c]}}" for c, text in zip(present, cells)))
-        return "\n".join(lines)
+        rows = [["-" if r[c] is None else fmt.get(c, "{:.4f}").format(r[c]) for c in present] for r in self.records]
+        split_metric = [_SPLIT_METRIC.fullmatch(c) for c in present]
+        groups = [(m[1] + (" EMA" if m[3] else "")) if m else "" for m in split_metric]
+        names = [m[2] if m else c for m, c in zip(split_metric, present)]
+        width = [max([len(name), *(len(row[i]) for row in rows)]) for i, name in enumerate(names)]
+        spans = [[i for i, _ in members] for _, members in groupby(enumerate(groups), key=lambda item: item[1])]
+
+        def span_width(span: list[int]) -> int:
+            return sum(width[i] for i in span) + len(span) - 1
+
+        def line(cells: list[str]) -> str:  # one space within a split's columns, two between splits
+            return "  ".join(" ".join(f"{cells[i]:>{width[i]}}" for i in span) for span in spans).rstrip()
+
+        for span in spans:  # a split's name wider than its columns widens them
+            width[span[0]] += max(0, len(groups[span[0]]) - span_width(span))
+        header = "  ".join(f"{groups[span[0]]:^{span_width(span)}}" for span in spans).rstrip()
+        return "\n".join([*([header] if header else []), line(names), *(line(row) for row in rows)])
 
 
 @dataclass

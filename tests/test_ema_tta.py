@@ -47,7 +47,7 @@ def test_ema_in_fit_is_evaluated_every_epoch_and_differs_from_the_raw_weights(tm
     assert set(final) == {"epoch", "epochs", "test_acc", "test_acc_tta", "test_acc_ema", "test_acc_ema_tta",
                           "test_images"}
     assert final["test_images"] == 40 and final["test_acc"] == pytest.approx(history.final("test_acc"))
-    assert "test_acc_ema" in history.table().splitlines()[0]
+    assert "test EMA" in history.table().splitlines()[0]
 
 
 def test_flip_tta_accuracy_equals_the_mean_softmax_over_each_image_and_its_mirror():

@@ -8,6 +8,7 @@ import torch
 matplotlib.use("Agg")
 
 import helpers as h  # noqa: E402
+from helpers.engine import METRICS  # noqa: E402
 from helpers.plots import confusion_matrix, misclassified_indices, per_class_accuracy  # noqa: E402
 
 
@@ -36,7 +37,22 @@ def test_misclassified_most_confident_first():
 
 def test_history_from_an_older_checkpoint_gets_the_new_columns_as_none():
     old = h.History([{"epoch": 1, "lr": 0.1, "train_loss": 1.0, "test_acc": 0.5, "seconds": 1.0}])
-    assert old["test_acc_ema"] == [None] and "test_acc_ema" not in old.table()
+    assert old["test_acc_ema"] == [None] and "EMA" not in old.table()
+
+
+def test_history_table_with_every_column_fits_a_rendered_notebook_and_puts_each_value_under_its_split():
+    hist = h.History()
+    for epoch in range(1, 51):  # a notebook 03 log: every metric measured, CPU epochs of ~8 minutes
+        hist.append({"epoch": epoch, "lr": 7.76e-2, **{m: 0.1234 + epoch / 1000 for m in METRICS[1:-1]},
+                     "seconds": 480.7})
+    lines = hist.table().splitlines()
+    assert len(lines) == 2 + 50 and max(map(len, lines)) <= 100  # ~100 characters show unwrapped
+    groups, names, last = lines[0], lines[1], lines[-1]
+    assert groups.split() == ["train", "val", "test", "val", "EMA", "test", "EMA"]
+    assert names.split() == ["epoch", "lr", *["loss", "acc"] * 5, "seconds"]
+    test_ema_acc_end = names.rindex("acc") + len("acc")  # the last split's accuracy column ends here
+    assert groups.index("test EMA") < test_ema_acc_end and last[:test_ema_acc_end].endswith(" 0.1734")
+    assert last.endswith("   480.7") and last.startswith("   50 7.76e-02")
 
 
 def test_history_best_final_and_plot(history):
