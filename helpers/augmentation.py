@@ -31,8 +31,10 @@ class Augmentation:
       solarize: the paper's M is bin 3M here).
     - `cutout_size`: one square hole of this side filled with the dataset mean pixel, with probability `cutout_p`,
       placed like albumentations 2.x `CoarseDropout`: entirely inside the image, top-left corner uniform; 0: none.
-    - normalization with the CIFAR-10 mean and standard deviation, then `erasing_p` > 0: torchvision
-      `RandomErasing` with its default area and aspect ratio, erased pixels set to 0 (the dataset mean).
+    - `erasing_p` > 0: torchvision `RandomErasing` with its default area and aspect ratio; `erasing_fill` "mean"
+      erases after normalization (pixels set to 0, the dataset mean), "black" before it (pixels set to 0 of 255,
+      as `RandomErasing` placed before `Normalize` does).
+    - normalization with the CIFAR-10 mean and standard deviation.
     """
 
     crop_padding: int = 4
@@ -48,6 +50,11 @@ class Augmentation:
     cutout_size: int = 0
     cutout_p: float = 0.5
     erasing_p: float = 0.0
+    erasing_fill: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.erasing_fill not in ("mean", "black"):
+            raise ValueError(f"erasing_fill is 'mean' or 'black', got {self.erasing_fill!r}")
 
     @property
     def warps(self) -> bool:
@@ -85,7 +92,7 @@ class Augmentation:
                              "flip and cutout only; use the tensor pipeline (TensorLoader) for more")
         return T.randaugment_transform(self.randaugment_ops, self.randaugment_magnitude, self.erasing_p,
                                        padding=self.crop_padding, flip=self.flip, cutout_size=self.cutout_size,
-                                       cutout_p=self.cutout_p)
+                                       cutout_p=self.cutout_p, erasing_fill=self.erasing_fill)
 
 
 NO_AUGMENTATION = Augmentation(crop_padding=0, flip=False)

@@ -167,7 +167,7 @@ def quick_run(params: dict, timing: Timing, device: torch.device, minutes: float
     """Parameters of a quick run sized to take about `minutes` at `timing` (`RunSize.seconds`), and its size.
 
     Only parameters the notebook has are set: fewer epochs and images, batch 32, a short LR range test, warm-up
-    and peak in the first epoch, no checkpoint, outputs under `runs/quick/`.
+    and peak in the first epoch (the cosine counting from its start), no checkpoint, outputs under `runs/quick/`.
     """
     lr_test = (QUICK_LR_TEST["LR_TEST_ITERATIONS"] * QUICK_LR_TEST["LR_TEST_BATCH_SIZE"]
                if "LR_TEST_ITERATIONS" in params else 0)
@@ -180,7 +180,7 @@ def quick_run(params: dict, timing: Timing, device: torch.device, minutes: float
     val = int(images * val_fraction)
     overrides = {"EPOCHS": QUICK_EPOCHS, "TRAIN_SUBSET": images, "TEST_SUBSET": QUICK_TEST_IMAGES,
                  "VAL_SIZE": val, "BATCH_SIZE": QUICK_BATCH_SIZE, **QUICK_LR_TEST, "PEAK_EPOCH": 1,
-                 "WARMUP_EPOCHS": 1, "DEVICE": str(device), "CHECKPOINT": None,
+                 "WARMUP_EPOCHS": 1, "COSINE_START_EPOCH": 0, "DEVICE": str(device), "CHECKPOINT": None,
                  "RESULTS_DIR": str(QUICK_DIR / "results"), "KAGGLE_DIR": str(QUICK_DIR / "kaggle")}
     quick = {k: v for k, v in overrides.items() if k in params}
     return quick, RunSize(QUICK_EPOCHS, images - val, val + QUICK_TEST_IMAGES, lr_test, QUICK_TEST_IMAGES, ema)

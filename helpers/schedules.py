@@ -35,26 +35,35 @@ def linear_one_cycle(optimizer: torch.optim.Optimizer, max_lr: float, epochs: in
 @dataclass(frozen=True)
 class WarmupCosine:
     """LR multiplier for step `step`: linear warm-up to 1 over `warmup_steps`, then a half cosine down to
-    `final_fraction` at `total_steps`. A dataclass rather than a closure so its settings are checkpointed."""
+    `final_fraction` at `total_steps`. The cosine's phase counts from `cosine_start` (default: `warmup_steps`); an
+    earlier start joins the warm-up part-way down the cosine, as the per-epoch schedule
+    `0.5 * (1 + cos(pi * (epoch - 5) / (epochs - 5)))` after a 10-epoch warm-up does. A dataclass rather than a
+    closure so its settings are checkpointed."""
 
     warmup_steps: int
     total_steps: int
     final_fraction: float = 0.0
+    cosine_start: int | None = None
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        start = self.warmup_steps if self.cosine_start is None else self.cosine_start
+        progress = min(1.0, (step - start) / max(1, self.total_steps - start))
         return self.final_fraction + (1 - self.final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
-                  final_fraction: float = 0.0) -> LambdaLR:
+                  final_fraction: float = 0.0, cosine_start: int | None = None) -> LambdaLR:
     """Per-batch schedule: linear warm-up from `lr / warmup_steps` to the optimizer's `lr` over `warmup_steps`,
-    then cosine annealing to `final_fraction * lr` at `total_steps` (step it once per batch)."""
+    then cosine annealing to `final_fraction * lr` at `total_steps` (step it once per batch). The cosine's phase
+    counts from step `cosine_start` (0 <= cosine_start <= warmup_steps; default `warmup_steps`, a cosine that
+    starts at its top)."""
     if not 0 <= warmup_steps < total_steps:
         raise ValueError(f"need 0 <= warmup_steps < total_steps, got {warmup_steps} and {total_steps}")
-    return LambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps, final_fraction))
+    if cosine_start is not None and not 0 <= cosine_start <= warmup_steps:
+        raise ValueError(f"need 0 <= cosine_start <= warmup_steps, got {cosine_start} and {warmup_steps}")
+    return LambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps, final_fraction, cosine_start))
 
 
 def plot_lr_schedule(build: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler], epochs: int,

@@ -238,8 +238,8 @@ def draw_erasing(n: int, p: float, size: int, generator: torch.Generator, scale:
 
 
 def erase(images: torch.Tensor, rectangles: ErasingDraws, value: float = 0.0) -> torch.Tensor:
-    """Set each image's rectangle to `value` where `rectangles.applied`: images [B, C, H, W] (after normalization,
-    so 0 is the dataset mean), `rectangles` for the same B images."""
+    """Set each image's rectangle to `value` where `rectangles.applied`: images [B, C, H, W], float after
+    normalization (0 is the dataset mean) or uint8 before it (0 is black), `rectangles` for the same B images."""
     r, pixels = rectangles, torch.arange(images.shape[-1], device=images.device)
     in_rows = (pixels >= r.top[:, None]) & (pixels < (r.top + r.height)[:, None])
     in_cols = (pixels >= r.left[:, None]) & (pixels < (r.left + r.width)[:, None])

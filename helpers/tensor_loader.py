@@ -175,7 +175,10 @@ class TensorLoader:
             in_cols = (pixels >= left) & (pixels < left + augment.cutout_size)
             hole = in_rows[:, :, None] & in_cols[:, None, :] & draws.hole[part, None, None]
             batch = torch.where(hole[:, None], self._fill, batch)
-        return self._normalized(batch, draws.erasing[part] if augment.erasing_p else None)
+        erasing = draws.erasing[part] if augment.erasing_p else None
+        if erasing is not None and augment.erasing_fill == "black":
+            return self._normalized(G.erase(batch, erasing, value=0))
+        return self._normalized(batch, erasing)
 
     def _normalized(self, batch: torch.Tensor, erasing: G.ErasingDraws | None = None) -> torch.Tensor:
         """uint8 NCHW -> float NCHW normalized with the CIFAR-10 statistics, then RandomErasing's rectangles set to

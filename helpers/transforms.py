@@ -101,12 +101,13 @@ class TorchvisionTransform:
 
 def randaugment_transform(num_ops: int = 2, magnitude: int = 9, erasing_p: float = 0.25, padding: int = 4,
                           flip: bool = True, cutout_size: int = 0, cutout_p: float = 1.0,
-                          mean: tuple[float, ...] = CIFAR10_MEAN,
+                          erasing_fill: str = "mean", mean: tuple[float, ...] = CIFAR10_MEAN,
                           std: tuple[float, ...] = CIFAR10_STD) -> TorchvisionTransform:
     """Random crop (pad `padding` with zeros) + flip (if `flip`) + RandAugment(`num_ops`, `magnitude`) +
-    normalization + Cutout (`cutout_size` > 0, probability `cutout_p`) + RandomErasing (probability `erasing_p`,
-    erased pixels set to 0 = the dataset mean), with torchvision v2 (albumentations has no RandAugment). Outputs
-    match `build_transform()`'s normalization exactly.
+    normalization + Cutout (`cutout_size` > 0, probability `cutout_p`) + RandomErasing (probability `erasing_p`;
+    `erasing_fill` "mean": after normalization, erased pixels set to 0 = the dataset mean; "black": before it,
+    erased pixels black), with torchvision v2 (albumentations has no RandAugment). Outputs match
+    `build_transform()`'s normalization exactly.
 
     Cutout is torchvision's `RandomErasing` held to one `cutout_size` square (area and aspect ratio fixed): entirely
     inside the image, top-left corner uniform, filled with `MEAN_PIXEL`: as `cutout()` (albumentations) and
@@ -118,11 +119,13 @@ def randaugment_transform(num_ops: int = 2, magnitude: int = 9, erasing_p: float
         v2.RandomHorizontalFlip(p=0.5 if flip else 0.0),
         v2.RandAugment(num_ops=num_ops, magnitude=magnitude),
         v2.ToDtype(torch.float32, scale=True),
+        *([v2.RandomErasing(p=erasing_p, value=0)] if erasing_fill == "black" else []),
         v2.Normalize(mean, std),
     ]
     if cutout_size:
         square = cutout_size ** 2 / 32 ** 2  # RandomErasing's area is a fraction of the 32x32 image
         fill = [(pixel / 255 - m) / s for pixel, m, s in zip(MEAN_PIXEL, mean, std)]  # MEAN_PIXEL, normalized
         steps.append(v2.RandomErasing(p=cutout_p, scale=(square, square), ratio=(1.0, 1.0), value=fill))
-    steps.append(v2.RandomErasing(p=erasing_p, value=0))
+    if erasing_fill == "mean":
+        steps.append(v2.RandomErasing(p=erasing_p, value=0))
     return TorchvisionTransform(v2.Compose(steps))

@@ -58,6 +58,7 @@ def test_quick_run_is_reduced_fits_its_budget_and_sets_only_the_notebooks_parame
     assert size.seconds(CPU_TIMING) <= 3 * 60 * 1.05
     assert quick.get("VAL_SIZE", 0) < quick["TRAIN_SUBSET"] / 5
     assert quick.get("PEAK_EPOCH", 1) < quick["EPOCHS"] and quick.get("WARMUP_EPOCHS", 1) < quick["EPOCHS"]
+    assert quick.get("COSINE_START_EPOCH", 0) <= quick.get("WARMUP_EPOCHS", 1), "notebook 05's cosine phase"
     assert quick.get("LR_TEST_ITERATIONS", 17) >= 17
     assert launch.full_run_size(params).seconds(CPU_TIMING) > 50 * size.seconds(CPU_TIMING)
 

@@ -45,6 +45,23 @@ def test_warmup_cosine_final_fraction_and_bad_arguments():
         warmup_cosine(_optimizer(), 100, 100)
 
 
+def test_warmup_cosine_with_an_earlier_cosine_start_is_the_reference_per_epoch_schedule_per_batch():
+    """Notebook 05's schedule: the reference project's per-epoch LambdaLR, `epoch / 10` for 10 epochs, then
+    `0.5 * (1 + cos(pi * (epoch - 5) / (epochs - 5)))`, taken per batch: at every epoch boundary from epoch 10 on
+    the per-batch LR is the reference's, and the warm-up reaches the full LR at the end of epoch 10."""
+    import math
+
+    epochs, steps, lr = 60, 8, 0.1
+    lrs = _lrs(warmup_cosine(_optimizer(lr), 10 * steps, epochs * steps, cosine_start=5 * steps), epochs * steps)
+    reference = [lr * 0.5 * (1 + math.cos(math.pi * (epoch - 5) / (epochs - 5))) for epoch in range(10, epochs)]
+    assert np.allclose(lrs[10 * steps::steps], reference)
+    assert lrs[10 * steps - 1] == pytest.approx(lr) and np.all(np.diff(lrs[:10 * steps]) > 0)
+    assert lrs[10 * steps] == pytest.approx(lr * 0.5 * (1 + math.cos(math.pi / 11))), "joins the cosine part-way"
+    assert np.all(np.diff(lrs[10 * steps:]) <= 1e-12) and lrs[-1] < lr * 1e-3
+    with pytest.raises(ValueError, match="cosine_start <= warmup_steps"):
+        warmup_cosine(_optimizer(), 10, 100, cosine_start=11)
+
+
 def test_warmup_cosine_resumes_from_a_weights_only_checkpoint():
     scheduler = warmup_cosine(_optimizer(), 10, 100)
     _lrs(scheduler, 30)

@@ -300,6 +300,27 @@ def test_erasing_rectangles_follow_torchvisions_distribution():
                                   np.broadcast_to(expected, outputs.shape))
 
 
+def test_black_erasing_erases_the_same_rectangles_before_normalization_on_both_pipelines():
+    """`erasing_fill="black"` (notebook 05, as its reference's RandomErasing before Normalize): the tensor pipeline
+    erases the rectangles it draws for "mean" with black pixels, the DataLoader pipeline places RandomErasing
+    before Normalize; an erased pixel is black normalized, the rest the image."""
+    image = position_image()
+    black = ((0 - np.array(h.CIFAR10_MEAN)) / np.array(h.CIFAR10_STD)).astype(np.float32)[None, :, None, None]
+    mean_fill = loader_outputs(Augmentation(crop_padding=0, flip=False, erasing_p=0.5), image, n=200)
+    black_fill = loader_outputs(Augmentation(crop_padding=0, flip=False, erasing_p=0.5, erasing_fill="black"),
+                                image, n=200)
+    erased = (mean_fill == 0).all(1, keepdims=True)  # no pixel of the image normalizes to exactly 0
+    assert 0.3 < erased.any((1, 2, 3)).mean() < 0.7
+    np.testing.assert_array_equal(np.isclose(black_fill, black, atol=1e-5).all(1, keepdims=True), erased)
+    np.testing.assert_allclose(np.where(erased, black, mean_fill), black_fill, atol=1e-5)
+    transform = Augmentation(crop_padding=0, flip=False, randaugment_ops=1, randaugment_magnitude=0, erasing_p=1.0,
+                             erasing_fill="black").cpu_transform()
+    steps = [type(step).__name__ for step in transform.pipeline.transforms]
+    assert steps.index("RandomErasing") < steps.index("Normalize") and steps.count("RandomErasing") == 1
+    with pytest.raises(ValueError, match="erasing_fill"):
+        Augmentation(erasing_fill="zero")
+
+
 def test_cpu_cutout_of_the_torchvision_pipeline_matches_the_tensor_loaders():
     """With RandAugment on, the CPU pipeline is torchvision's, and Cutout there is a RandomErasing held to one
     16x16 square: the same hole as TensorLoader's (and albumentations'): a full square inside the image, top-left
