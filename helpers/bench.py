@@ -14,7 +14,7 @@
    moved to the device), each the median of `--repeats` timed chunks of `--steps` steps after warm-up (CUDA
    events on a GPU, time.perf_counter elsewhere). Ratios are to path (a).
 3. The notebooks' stronger augmentations (02: crop, flip, scale/rotate, cutout; 03: crop, flip, quarter turns,
-   rotation, cutout; 05: crop, flip, RandAugment, cutout), each on its DataLoader path (albumentations or
+   rotation, cutout; 05: crop, flip, RandAugment, erasing), each on its DataLoader path (albumentations or
    torchvision v2) and its tensor path (`TensorLoader`): data-only images/s over whole epochs of
    `--pipeline-images` images. On CUDA also the training images/s of the notebook's model and batch size with the
    tensor path, against the same with crop and flip only: the epoch-time cost of the augmentation.
@@ -83,9 +83,10 @@ PIPELINES = (
     NotebookPipeline("03 crop, flip, rot90, rotate, cutout",
                      Augmentation(crop_padding=4, flip=True, rotate90_p=0.1, rotate_limit=10, affine_p=0.5,
                                   cutout_size=16, cutout_p=1.0), "resnet18", 128),
-    NotebookPipeline("05 crop, flip, RandAugment, cutout",
-                     Augmentation(crop_padding=4, flip=True, randaugment_ops=3, randaugment_magnitude=12,
-                                  cutout_size=16, cutout_p=1.0), "resnet_kaggle", 128),
+    NotebookPipeline("05 crop, flip, RandAugment, erasing",
+                     Augmentation(crop_padding=4, flip=True, randaugment_ops=2, randaugment_magnitude=9,
+                                  cutout_size=0, cutout_p=1.0, erasing_p=0.5, erasing_fill="black"), "resnet_kaggle",
+                     128),
 )
 
 
