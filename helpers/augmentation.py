@@ -50,11 +50,10 @@ class Augmentation:
     cutout_size: int = 0
     cutout_p: float = 0.5
     erasing_p: float = 0.0
-    erasing_fill: str = "mean"
+    erasing_fill: T.ErasingFill = "mean"
 
     def __post_init__(self) -> None:
-        if self.erasing_fill not in ("mean", "black"):
-            raise ValueError(f"erasing_fill is 'mean' or 'black', got {self.erasing_fill!r}")
+        T.check_erasing_fill(self.erasing_fill)
 
     @property
     def warps(self) -> bool:

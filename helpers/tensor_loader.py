@@ -176,8 +176,8 @@ class TensorLoader:
             hole = in_rows[:, :, None] & in_cols[:, None, :] & draws.hole[part, None, None]
             batch = torch.where(hole[:, None], self._fill, batch)
         erasing = draws.erasing[part] if augment.erasing_p else None
-        if erasing is not None and augment.erasing_fill == "black":
-            return self._normalized(G.erase(batch, erasing, value=0))
+        if erasing is not None and augment.erasing_fill == "black":  # before normalization: black pixels
+            batch, erasing = G.erase(batch, erasing, value=0), None
         return self._normalized(batch, erasing)
 
     def _normalized(self, batch: torch.Tensor, erasing: G.ErasingDraws | None = None) -> torch.Tensor:

@@ -6,7 +6,7 @@ is checked by a test that it does what it says).
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Callable, Literal
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks PyPI for updates on import
 
@@ -19,6 +19,14 @@ from albumentations.pytorch import ToTensorV2  # noqa: E402
 from .data import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 
 MEAN_PIXEL = tuple(round(255 * m) for m in CIFAR10_MEAN)  # (125, 123, 114): the fill for cutout and padding
+ErasingFill = Literal["mean", "black"]  # RandomErasing after normalization (the mean) or before it (black)
+ERASING_FILLS: tuple[str, ...] = ("mean", "black")
+
+
+def check_erasing_fill(fill: str) -> None:
+    """Raise ValueError unless `fill` is one of `ERASING_FILLS`."""
+    if fill not in ERASING_FILLS:
+        raise ValueError(f"erasing_fill is 'mean' or 'black', got {fill!r}")
 
 
 def pad_and_crop(padding: int = 4, size: int = 32, fill: tuple[int, ...] | int = 0,
@@ -101,7 +109,7 @@ class TorchvisionTransform:
 
 def randaugment_transform(num_ops: int = 2, magnitude: int = 9, erasing_p: float = 0.25, padding: int = 4,
                           flip: bool = True, cutout_size: int = 0, cutout_p: float = 1.0,
-                          erasing_fill: str = "mean", mean: tuple[float, ...] = CIFAR10_MEAN,
+                          erasing_fill: ErasingFill = "mean", mean: tuple[float, ...] = CIFAR10_MEAN,
                           std: tuple[float, ...] = CIFAR10_STD) -> TorchvisionTransform:
     """Random crop (pad `padding` with zeros) + flip (if `flip`) + RandAugment(`num_ops`, `magnitude`) +
     normalization + Cutout (`cutout_size` > 0, probability `cutout_p`) + RandomErasing (probability `erasing_p`;
@@ -114,12 +122,14 @@ def randaugment_transform(num_ops: int = 2, magnitude: int = 9, erasing_p: float
     `TensorLoader` place and fill it."""
     from torchvision.transforms import v2  # imported here: `import helpers` stays free of torchvision's cost
 
+    check_erasing_fill(erasing_fill)
+    erasing = v2.RandomErasing(p=erasing_p, value=0)
     steps = [
         v2.RandomCrop(32, padding=padding),
         v2.RandomHorizontalFlip(p=0.5 if flip else 0.0),
         v2.RandAugment(num_ops=num_ops, magnitude=magnitude),
         v2.ToDtype(torch.float32, scale=True),
-        *([v2.RandomErasing(p=erasing_p, value=0)] if erasing_fill == "black" else []),
+        *([erasing] if erasing_fill == "black" else []),
         v2.Normalize(mean, std),
     ]
     if cutout_size:
@@ -127,5 +137,5 @@ def randaugment_transform(num_ops: int = 2, magnitude: int = 9, erasing_p: float
         fill = [(pixel / 255 - m) / s for pixel, m, s in zip(MEAN_PIXEL, mean, std)]  # MEAN_PIXEL, normalized
         steps.append(v2.RandomErasing(p=cutout_p, scale=(square, square), ratio=(1.0, 1.0), value=fill))
     if erasing_fill == "mean":
-        steps.append(v2.RandomErasing(p=erasing_p, value=0))
+        steps.append(erasing)
     return TorchvisionTransform(v2.Compose(steps))

@@ -1,5 +1,6 @@
 """The per-batch schedules have the shape their docstrings promise, and survive a checkpoint round trip."""
 import io
+import math
 
 import numpy as np
 import pytest
@@ -49,8 +50,6 @@ def test_warmup_cosine_with_an_earlier_cosine_start_is_the_reference_per_epoch_s
     """Notebook 05's schedule: the reference project's per-epoch LambdaLR, `epoch / 10` for 10 epochs, then
     `0.5 * (1 + cos(pi * (epoch - 5) / (epochs - 5)))`, taken per batch: at every epoch boundary from epoch 10 on
     the per-batch LR is the reference's, and the warm-up reaches the full LR at the end of epoch 10."""
-    import math
-
     epochs, steps, lr = 60, 8, 0.1
     lrs = _lrs(warmup_cosine(_optimizer(lr), 10 * steps, epochs * steps, cosine_start=5 * steps), epochs * steps)
     reference = [lr * 0.5 * (1 + math.cos(math.pi * (epoch - 5) / (epochs - 5))) for epoch in range(10, epochs)]
