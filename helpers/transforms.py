@@ -6,7 +6,7 @@ is checked by a test that it does what it says).
 from __future__ import annotations
 
 import os
-from typing import Callable, Literal
+from typing import Callable, Literal, get_args
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks PyPI for updates on import
 
@@ -20,13 +20,13 @@ from .data import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 
 MEAN_PIXEL = tuple(round(255 * m) for m in CIFAR10_MEAN)  # (125, 123, 114): the fill for cutout and padding
 ErasingFill = Literal["mean", "black"]  # RandomErasing after normalization (the mean) or before it (black)
-ERASING_FILLS: tuple[str, ...] = ("mean", "black")
+ERASING_FILLS: tuple[str, ...] = get_args(ErasingFill)
 
 
 def check_erasing_fill(fill: str) -> None:
     """Raise ValueError unless `fill` is one of `ERASING_FILLS`."""
     if fill not in ERASING_FILLS:
-        raise ValueError(f"erasing_fill is 'mean' or 'black', got {fill!r}")
+        raise ValueError(f"erasing_fill is one of {ERASING_FILLS}, got {fill!r}")
 
 
 def pad_and_crop(padding: int = 4, size: int = 32, fill: tuple[int, ...] | int = 0,
